@@ -1,0 +1,184 @@
+"""Annotations: every answer anyone (or any model) gave, with who, when and how long.
+
+Answers are never deleted; undo retracts one (it stays for the audit trail).
+`n_labels` on the item counts live curated answers so the queue never scans.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import pandas as pd
+import sqlite_utils
+
+from labeling.errors import GroundworkError
+from labeling.items import get_item
+from labeling.projects import Project
+from labeling.store import utcnow
+
+SOURCES = ("human", "auto", "review", "import")
+CURATED_SOURCES = ("human", "review", "import")
+
+
+def parse_labels(value: str | Iterable[str]) -> list[str]:
+    """Accept "a", "a,b", "a;b", "a|b" or a list; multi-label answers come comma-separated."""
+    if isinstance(value, str):
+        parts = value.replace(";", ",").replace("|", ",").split(",")
+    else:
+        parts = list(value)
+    return [p.strip() for p in (str(x) for x in parts) if p.strip()]
+
+
+def validate_labels(project: Project, labels: str | Iterable[str]) -> list[str]:
+    """Refuse what the project cannot hold, naming the classes it does have."""
+    values = parse_labels(labels)
+    if not values:
+        raise GroundworkError("no label given: pick one of " + ", ".join(project.classes))
+    unknown = [v for v in values if v not in project.classes]
+    if unknown:
+        raise GroundworkError(
+            f"unknown label {', '.join(repr(u) for u in unknown)} for project {project.name!r}: "
+            f"classes are {', '.join(project.classes)}"
+        )
+    if not project.multi_label and len(values) > 1:
+        raise GroundworkError(
+            f"project {project.name!r} is single-label but got {len(values)} labels "
+            f"({', '.join(values)}): give exactly one"
+        )
+    return sorted(set(values), key=project.classes.index)
+
+
+def record_annotation(
+    db: sqlite_utils.Database,
+    project: Project,
+    item_id: int,
+    labels: str | Iterable[str],
+    user: str,
+    source: str = "human",
+    duration_ms: int | None = None,
+    confidence: float | None = None,
+    model_version_id: int | None = None,
+) -> int:
+    """Store one answer durably and return its id."""
+    if source not in SOURCES:
+        raise GroundworkError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
+    values = validate_labels(project, labels)
+    user = (user or "").strip()
+    if not user:
+        raise GroundworkError("no user given: pass --user NAME")
+    item = get_item(db, project, item_id)
+    with db.atomic():
+        pk = db["annotations"].insert(
+            {
+                "project_id": project.id,
+                "item_id": item.id,
+                "user": user,
+                "labels": json.dumps(values),
+                "source": source,
+                "created_at": utcnow(),
+                "duration_ms": None if duration_ms is None else int(duration_ms),
+                "confidence": confidence,
+                "model_version_id": model_version_id,
+            }
+        ).last_pk
+        if source in CURATED_SOURCES:
+            db.execute("UPDATE items SET n_labels = n_labels + 1 WHERE id = ?", [item.id])
+    return int(pk)
+
+
+def retract_annotation(db: sqlite_utils.Database, project: Project, annotation_id: int) -> None:
+    """Undo: the answer stops counting but stays on record."""
+    row = db.execute(
+        "SELECT item_id, source, retracted_at FROM annotations WHERE id = ? AND project_id = ?",
+        [annotation_id, project.id],
+    ).fetchone()
+    if row is None:
+        raise GroundworkError(f"no annotation {annotation_id} in project {project.name!r}")
+    item_id, source, retracted = row
+    if retracted:
+        return
+    with db.atomic():
+        db.execute(
+            "UPDATE annotations SET retracted_at = ? WHERE id = ?", [utcnow(), annotation_id]
+        )
+        if source in CURATED_SOURCES:
+            db.execute(
+                "UPDATE items SET n_labels = max(n_labels - 1, 0) WHERE id = ?", [item_id]
+            )
+
+
+def recent_annotations(
+    db: sqlite_utils.Database, project: Project, user: str, limit: int = 10
+) -> list[dict]:
+    """The user's last live answers, newest first (what undo walks back through)."""
+    return list(
+        db.query(
+            """
+            SELECT a.id, a.item_id, i.key, a.labels, a.source, a.created_at
+            FROM annotations a JOIN items i ON i.id = a.item_id
+            WHERE a.project_id = ? AND a.user = ? AND a.retracted_at IS NULL
+              AND a.source IN ('human', 'review')
+            ORDER BY a.id DESC LIMIT ?
+            """,
+            [project.id, user, limit],
+        )
+    )
+
+
+def live_annotations(db: sqlite_utils.Database, project: Project) -> pd.DataFrame:
+    """Every live answer of the project as a frame (item id, key, labels, source, ...)."""
+    frame = pd.DataFrame(
+        db.query(
+            """
+            SELECT a.id, a.item_id, i.key, a.user, a.labels, a.source, a.created_at,
+                   a.duration_ms, a.confidence, a.model_version_id
+            FROM annotations a JOIN items i ON i.id = a.item_id
+            WHERE a.project_id = ? AND a.retracted_at IS NULL
+            ORDER BY a.id
+            """,
+            [project.id],
+        ),
+        columns=[
+            "id", "item_id", "key", "user", "labels", "source", "created_at",
+            "duration_ms", "confidence", "model_version_id",
+        ],
+    )
+    frame["labels"] = frame["labels"].map(json.loads)
+    return frame
+
+
+def current_labels(db: sqlite_utils.Database, project: Project, *, curated_only: bool) -> pd.DataFrame:
+    """One label per item: the latest live curated answer, else (unless curated_only) auto.
+
+    Curated answers always beat machine answers, whatever their order; a
+    review answer given after a human one replaces it (that is what review is for).
+    """
+    answers = live_annotations(db, project)
+    if curated_only:
+        answers = answers[answers["source"].isin(CURATED_SOURCES)]
+    if answers.empty:
+        return answers
+    answers = answers.assign(curated=answers["source"].isin(CURATED_SOURCES))
+    answers = answers.sort_values(["item_id", "curated", "id"])
+    return answers.groupby("item_id", as_index=False).tail(1).sort_values("item_id").reset_index(
+        drop=True
+    )
+
+
+def labels_per_hour(db: sqlite_utils.Database, project: Project) -> pd.DataFrame:
+    """Human throughput per person from the recorded time per answer."""
+    frame = pd.DataFrame(
+        db.query(
+            """
+            SELECT user, count(*) AS answers, sum(duration_ms) AS ms
+            FROM annotations
+            WHERE project_id = ? AND source IN ('human', 'review') AND retracted_at IS NULL
+            GROUP BY user ORDER BY answers DESC
+            """,
+            [project.id],
+        ),
+        columns=["user", "answers", "ms"],
+    )
+    frame["labels_per_hour"] = (frame["answers"] * 3_600_000 / frame["ms"].where(frame["ms"] > 0)).round(1)
+    return frame

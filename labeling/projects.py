@@ -1,0 +1,148 @@
+"""Projects: what is labeled (modality), how (task) and with which classes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from labeling.errors import GroundworkError
+from labeling.store import utcnow
+
+MODALITIES = ("image", "text", "tabular")
+TASKS = ("single-label", "multi-label")
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    name: str
+    modality: str
+    task: str
+    classes: list[str]
+    instructions: str
+    created_at: str
+
+    @property
+    def multi_label(self) -> bool:
+        return self.task == "multi-label"
+
+
+def _from_row(row: dict) -> Project:
+    return Project(
+        id=row["id"],
+        name=row["name"],
+        modality=row["modality"],
+        task=row["task"],
+        classes=json.loads(row["classes"]),
+        instructions=row["instructions"],
+        created_at=row["created_at"],
+    )
+
+
+def clean_classes(classes: list[str]) -> list[str]:
+    """Strip, drop blanks and duplicates, keep the user's order."""
+    seen: list[str] = []
+    for name in classes:
+        name = str(name).strip()
+        if name and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def validate_name(name: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise GroundworkError("project name is empty: give the project a name")
+    if len(name) > 100:
+        raise GroundworkError("project name is longer than 100 characters: choose a shorter one")
+    return name
+
+
+def create_project(
+    db: sqlite_utils.Database,
+    name: str,
+    modality: str,
+    task: str = "single-label",
+    classes: list[str] | None = None,
+    instructions: str = "",
+) -> Project:
+    name = validate_name(name)
+    if modality not in MODALITIES:
+        raise GroundworkError(
+            f"unknown modality {modality!r}: use one of {', '.join(MODALITIES)}"
+        )
+    if task not in TASKS:
+        raise GroundworkError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    if find_project(db, name) is not None:
+        raise GroundworkError(f"a project named {name!r} exists already: pick another name")
+    with db.atomic():
+        pk = db["projects"].insert(
+            {
+                "name": name,
+                "modality": modality,
+                "task": task,
+                "classes": json.dumps(clean_classes(classes or [])),
+                "instructions": instructions or "",
+                "created_at": utcnow(),
+            }
+        ).last_pk
+    return get_project(db, pk)
+
+
+def find_project(db: sqlite_utils.Database, name_or_id: str | int) -> Project | None:
+    if isinstance(name_or_id, int):
+        rows = db.query("SELECT * FROM projects WHERE id = ?", [name_or_id])
+    else:
+        rows = db.query("SELECT * FROM projects WHERE name = ?", [str(name_or_id)])
+    row = next(iter(rows), None)
+    return _from_row(row) if row else None
+
+
+def get_project(db: sqlite_utils.Database, name_or_id: str | int) -> Project:
+    project = find_project(db, name_or_id)
+    if project is None:
+        names = [p.name for p in list_projects(db)]
+        known = ", ".join(names) if names else "none yet"
+        raise GroundworkError(
+            f"no project named {name_or_id!r} (projects: {known}); create one with "
+            "`groundwork import`"
+        )
+    return project
+
+
+def list_projects(db: sqlite_utils.Database) -> list[Project]:
+    return [_from_row(r) for r in db.query("SELECT * FROM projects ORDER BY id")]
+
+
+def set_classes(db: sqlite_utils.Database, project: Project, classes: list[str]) -> Project:
+    """Classes can be added, never silently dropped: labels already given must stay valid."""
+    new = clean_classes(classes)
+    missing = [c for c in project.classes if c not in new]
+    if missing:
+        raise GroundworkError(
+            f"cannot remove classes {', '.join(missing)} from project {project.name!r}: "
+            "labels may already use them"
+        )
+    with db.atomic():
+        db["projects"].update(project.id, {"classes": json.dumps(new)})
+    return get_project(db, project.id)
+
+
+def set_instructions(db: sqlite_utils.Database, project: Project, text: str) -> Project:
+    with db.atomic():
+        db["projects"].update(project.id, {"instructions": text or ""})
+    return get_project(db, project.id)
+
+
+def project_counts(db: sqlite_utils.Database, project: Project) -> dict[str, int]:
+    """Counts shown on the Projects page and in `--json` output."""
+    row = db.execute(
+        """
+        SELECT count(*), sum(n_labels > 0), sum(gold IS NOT NULL)
+        FROM items WHERE project_id = ?
+        """,
+        [project.id],
+    ).fetchone()
+    return {"items": row[0] or 0, "labeled": row[1] or 0, "with_gold": row[2] or 0}

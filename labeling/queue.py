@@ -1,0 +1,161 @@
+"""The labeling queue: which item a person sees next.
+
+Model outputs are scored with modAL's uncertainty measures when predictions
+are stored (in the background, after training), so choosing the next item is
+an indexed query: no model is called and no table is scanned on the click path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import sqlite_utils
+from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
+
+from labeling.projects import Project
+
+STRATEGIES = ("margin", "entropy", "random")
+
+
+class _StoredProbabilities:
+    """Lets modAL's measures read probabilities already computed by the model.
+
+    modAL's functions call `predict_proba(X)`; X here is row indices into the
+    precomputed matrix, so the model runs once per item, not once per measure.
+    """
+
+    def __init__(self, probabilities: np.ndarray) -> None:
+        self.probabilities = probabilities
+
+    def predict_proba(self, rows: np.ndarray) -> np.ndarray:
+        return self.probabilities[rows]
+
+
+def uncertainty_scores(probabilities: np.ndarray) -> dict[str, np.ndarray]:
+    """modAL's confidence, margin and entropy for each row of a probability matrix."""
+    probabilities = np.asarray(probabilities, dtype=float)
+    adapter = _StoredProbabilities(probabilities)
+    rows = np.arange(len(probabilities))
+    return {
+        "confidence": 1.0 - classifier_uncertainty(adapter, rows),
+        "margin": classifier_margin(adapter, rows),
+        "entropy": classifier_entropy(adapter, rows),
+    }
+
+
+def store_predictions(
+    db: sqlite_utils.Database,
+    model_version_id: int,
+    item_ids: Sequence[int],
+    classes: Sequence[str],
+    probabilities: np.ndarray,
+    multi_label: bool = False,
+) -> int:
+    """Save a model's probabilities for pool items with their queue scores.
+
+    For multi-label models each column is an independent probability; the
+    prediction is every class at or above 0.5 and confidence is the least
+    certain of those yes/no decisions.
+    """
+    probabilities = np.asarray(probabilities, dtype=float)
+    if multi_label:
+        certainty = np.abs(probabilities - 0.5) * 2
+        confidence = certainty.min(axis=1)
+        margin = confidence
+        entropy = 1.0 - confidence
+        predicted = [
+            [c for c, p in zip(classes, row, strict=True) if p >= 0.5] for row in probabilities
+        ]
+    else:
+        scores = uncertainty_scores(probabilities)
+        confidence, margin, entropy = scores["confidence"], scores["margin"], scores["entropy"]
+        predicted = [[classes[int(i)]] for i in probabilities.argmax(axis=1)]
+    rows = (
+        {
+            "model_version_id": model_version_id,
+            "item_id": int(item_id),
+            "predicted": json.dumps(pred),
+            "probabilities": json.dumps([round(float(p), 6) for p in probs]),
+            "confidence": float(conf),
+            "margin": float(marg),
+            "entropy": float(ent),
+        }
+        for item_id, pred, probs, conf, marg, ent in zip(
+            item_ids, predicted, probabilities, confidence, margin, entropy, strict=True
+        )
+    )
+    with db.atomic():
+        db["predictions"].insert_all(rows, batch_size=2000, replace=True)
+    return len(item_ids)
+
+
+def promoted_model_id(db: sqlite_utils.Database, project: Project) -> int | None:
+    row = db.execute(
+        "SELECT id FROM model_versions WHERE project_id = ? AND status = 'promoted' "
+        "ORDER BY id DESC LIMIT 1",
+        [project.id],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def next_items(
+    db: sqlite_utils.Database,
+    project: Project,
+    n: int = 1,
+    strategy: str = "margin",
+    exclude: Sequence[int] = (),
+) -> list[dict]:
+    """Up to `n` unlabeled items, most useful first: `[{"id", "key", "reason"}]`.
+
+    With a promoted model: smallest margin (or largest entropy) first, then
+    any items the model has not scored yet. Before a model: random order.
+    `exclude` holds items this session skipped, so skipping moves on.
+    """
+    n = max(int(n), 0)
+    excluded = list(dict.fromkeys(int(i) for i in exclude))
+    skip_sql = f"AND i.id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
+    out: list[dict] = []
+    model_id = promoted_model_id(db, project) if strategy != "random" else None
+    if model_id is not None:
+        order = "p.margin ASC" if strategy == "margin" else "p.entropy DESC"
+        for row in db.execute(
+            f"""
+            SELECT i.id, i.key FROM predictions p JOIN items i ON i.id = p.item_id
+            WHERE p.model_version_id = ? AND i.n_labels = 0 {skip_sql}
+            ORDER BY {order} LIMIT ?
+            """,
+            [model_id, *excluded, n],
+        ):
+            out.append({"id": row[0], "key": row[1], "reason": strategy})
+    if len(out) < n:
+        taken = excluded + [r["id"] for r in out]
+        skip_sql = f"AND i.id NOT IN ({','.join('?' * len(taken))})" if taken else ""
+        for row in db.execute(
+            f"""
+            SELECT i.id, i.key FROM items i
+            WHERE i.project_id = ? AND i.n_labels = 0 {skip_sql}
+            ORDER BY i.rank LIMIT ?
+            """,
+            [project.id, *taken, n - len(out)],
+        ):
+            out.append({"id": row[0], "key": row[1], "reason": "random"})
+    return out
+
+
+def prediction_for(db: sqlite_utils.Database, model_version_id: int, item_id: int) -> dict | None:
+    row = next(
+        iter(
+            db.query(
+                "SELECT * FROM predictions WHERE model_version_id = ? AND item_id = ?",
+                [model_version_id, item_id],
+            )
+        ),
+        None,
+    )
+    if row is None:
+        return None
+    row["predicted"] = json.loads(row["predicted"])
+    row["probabilities"] = json.loads(row["probabilities"])
+    return row

@@ -1,0 +1,226 @@
+"""The one module that owns Groundwork's SQLite schema.
+
+Every table lives here, created and upgraded by numbered migrations, so that a
+store written by any earlier version opens in this one. Other modules reach
+the tables through sqlite-utils' table API inside domain functions; none of
+them creates or alters a table.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import sqlite_utils
+
+DB_FILENAME = "groundwork.db"
+BUSY_TIMEOUT_MS = 10_000
+
+
+def utcnow() -> str:
+    """ISO-8601 UTC timestamps sort as text, which keeps time queries indexable."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def default_data_dir() -> Path:
+    """`GROUNDWORK_DATA` wins so a team can keep the store outside the checkout."""
+    return Path(os.environ.get("GROUNDWORK_DATA") or Path.cwd() / "data").resolve()
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db.executescript(
+        """
+        CREATE TABLE projects (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            modality TEXT NOT NULL CHECK (modality IN ('image', 'text', 'tabular')),
+            task TEXT NOT NULL CHECK (task IN ('single-label', 'multi-label')),
+            classes TEXT NOT NULL,
+            instructions TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE items (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            content TEXT,
+            media_path TEXT,
+            sha256 TEXT NOT NULL,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            gold TEXT,
+            created_at TEXT NOT NULL,
+            UNIQUE (project_id, key)
+        );
+        CREATE TABLE annotations (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            user TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            source TEXT NOT NULL CHECK (source IN ('human', 'auto', 'review', 'import')),
+            created_at TEXT NOT NULL,
+            duration_ms INTEGER,
+            confidence REAL,
+            model_version_id INTEGER,
+            retracted_at TEXT
+        );
+        CREATE INDEX annotations_item ON annotations(item_id);
+        CREATE INDEX annotations_project_user ON annotations(project_id, user, created_at);
+        CREATE TABLE model_versions (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            created_at TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'candidate',
+            estimator TEXT NOT NULL,
+            params TEXT NOT NULL DEFAULT '{}',
+            metric_name TEXT NOT NULL,
+            cv_score REAL,
+            holdout_score REAL,
+            holdout_size INTEGER NOT NULL DEFAULT 0,
+            train_size INTEGER NOT NULL,
+            metrics TEXT NOT NULL DEFAULT '{}',
+            snapshot_hash TEXT NOT NULL,
+            artifact_path TEXT NOT NULL,
+            artifact_sha256 TEXT NOT NULL,
+            classes TEXT NOT NULL,
+            job_id INTEGER,
+            UNIQUE (project_id, version)
+        );
+        CREATE TABLE predictions (
+            model_version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+            item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            predicted TEXT NOT NULL,
+            probabilities TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            margin REAL NOT NULL,
+            entropy REAL NOT NULL,
+            PRIMARY KEY (model_version_id, item_id)
+        );
+        CREATE INDEX predictions_margin ON predictions(model_version_id, margin);
+        CREATE INDEX predictions_entropy ON predictions(model_version_id, entropy);
+        CREATE INDEX predictions_confidence ON predictions(model_version_id, confidence);
+        CREATE TABLE review_tasks (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            model_version_id INTEGER REFERENCES model_versions(id),
+            predicted TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            rule TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'open'
+                CHECK (status IN ('open', 'in progress', 'completed', 'expired')),
+            created_at TEXT NOT NULL,
+            completed_at TEXT,
+            annotation_id INTEGER REFERENCES annotations(id)
+        );
+        CREATE INDEX review_tasks_status ON review_tasks(project_id, status, confidence);
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'queued'
+                CHECK (status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+            params TEXT NOT NULL DEFAULT '{}',
+            progress TEXT NOT NULL DEFAULT '{}',
+            result TEXT,
+            error TEXT,
+            pid INTEGER,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        );
+        CREATE INDEX jobs_project ON jobs(project_id, status);
+        """
+    )
+
+
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Queue columns: a per-item random rank and a curated-label count.
+
+    Both are kept up to date on write so that choosing the next item is an
+    indexed lookup, never a scan or a model call.
+    """
+    db.executescript(
+        """
+        ALTER TABLE items ADD COLUMN rank REAL NOT NULL DEFAULT 0;
+        ALTER TABLE items ADD COLUMN n_labels INTEGER NOT NULL DEFAULT 0;
+        UPDATE items SET rank = (abs(random()) % 1000000000) / 1000000000.0;
+        UPDATE items SET n_labels = (
+            SELECT count(*) FROM annotations a
+            WHERE a.item_id = items.id AND a.retracted_at IS NULL
+              AND a.source IN ('human', 'review', 'import')
+        );
+        CREATE INDEX items_queue ON items(project_id, n_labels, rank);
+        CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    if "schema_version" not in db.table_names():
+        return 0
+    row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0] or 0)
+
+
+def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> int:
+    """Apply each missing migration in its own transaction, recording it as it lands."""
+    if "schema_version" not in db.table_names():
+        db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+    current = schema_version(db)
+    if current > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"this store has schema version {current}, newer than this Groundwork "
+            f"({SCHEMA_VERSION}); upgrade Groundwork before opening it"
+        )
+    for number in range(current + 1, target + 1):
+        with db.atomic():
+            MIGRATIONS[number - 1](db)
+            db["schema_version"].insert({"version": number, "applied_at": utcnow()})
+    return schema_version(db)
+
+
+def connect(data_dir: str | Path | None = None, *, migrate_to: int = SCHEMA_VERSION) -> sqlite_utils.Database:
+    """Open (and create or upgrade) the store under `data_dir`.
+
+    WAL lets the page read while a training process writes; the busy timeout
+    makes concurrent writers wait instead of failing with "database is locked".
+    """
+    root = Path(data_dir).resolve() if data_dir else default_data_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        root / DB_FILENAME, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+    )
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA foreign_keys=ON")
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    migrate(db, migrate_to)
+    db.data_dir = root  # type: ignore[attr-defined]
+    return db
+
+
+def data_dir_of(db: sqlite_utils.Database) -> Path:
+    return db.data_dir  # type: ignore[attr-defined,no-any-return]
+
+
+def get_setting(db: sqlite_utils.Database, key: str) -> str | None:
+    row = db.execute("SELECT value FROM settings WHERE key = ?", [key]).fetchone()
+    return row[0] if row else None
+
+
+def set_setting(db: sqlite_utils.Database, key: str, value: str) -> None:
+    with db.atomic():
+        db["settings"].upsert({"key": key, "value": value}, pk="key")
