@@ -1,0 +1,403 @@
+"""`groundwork`: the command line, a thin layer over the same domain functions as the pages.
+
+Names, flags and `--json` keys are a contract scripts rely on (issue 2): add,
+never rename. Every `--json` output is one JSON object on stdout; every error
+is one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from labeling.errors import GroundworkError
+
+ROOT = Path(__file__).resolve().parent
+
+
+def _default_user() -> str:
+    try:
+        return os.environ.get("GROUNDWORK_USER") or getpass.getuser()
+    except OSError:
+        return "local"
+
+
+def _print_json(obj: dict) -> None:
+    print(json.dumps(obj, default=str))
+
+
+def _open(args: argparse.Namespace):
+    from labeling.store import connect
+
+    return connect(args.data_dir)
+
+
+def _project(db, name: str):
+    from labeling.projects import get_project
+
+    return get_project(db, name)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from labeling.importers import import_source
+
+    db = _open(args)
+    classes = [c for c in args.classes.split(",")] if args.classes else None
+    report = import_source(
+        db,
+        args.project,
+        args.source,
+        args.modality,
+        task=args.task,
+        text_column=args.text_column,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        gold_column=args.gold_column,
+        classes=classes,
+        folders_as=args.folders_as,
+        encoding=args.encoding,
+        user=args.user,
+        strict=args.strict,
+    )
+    result = report.to_dict()
+    for skipped in report.skipped:
+        print(f"skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
+    if args.json:
+        _print_json(result)
+    else:
+        print(
+            f"{report.project}: imported {report.imported} items "
+            f"({report.labeled} labeled, {report.gold} with hidden gold, "
+            f"{report.duplicates} already present, {len(report.skipped)} skipped); "
+            f"classes: {', '.join(report.classes)}"
+        )
+    return 0
+
+
+def cmd_projects(args: argparse.Namespace) -> int:
+    from labeling.projects import list_projects, project_counts
+
+    db = _open(args)
+    rows = [
+        {
+            "name": p.name,
+            "modality": p.modality,
+            "task": p.task,
+            "classes": p.classes,
+            **project_counts(db, p),
+        }
+        for p in list_projects(db)
+    ]
+    if args.json:
+        _print_json({"projects": rows})
+    else:
+        for r in rows:
+            print(
+                f"{r['name']}\t{r['modality']}\t{r['task']}\t"
+                f"{r['labeled']}/{r['items']} labeled\t{','.join(r['classes'])}"
+            )
+    return 0
+
+
+def cmd_next(args: argparse.Namespace) -> int:
+    from labeling.queue import next_items
+
+    db = _open(args)
+    project = _project(db, args.project)
+    items = next_items(db, project, n=args.n, strategy=args.strategy)
+    if args.json:
+        _print_json({"items": items})
+    else:
+        for item in items:
+            print(f"{item['id']}\t{item['key']}\t{item['reason']}")
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from labeling.annotations import record_annotation
+
+    db = _open(args)
+    project = _project(db, args.project)
+    try:
+        item_id = int(args.item_id)
+    except ValueError:
+        raise GroundworkError(
+            f"item id {args.item_id!r} is not a number: use the ids `groundwork next` prints"
+        ) from None
+    annotation_id = record_annotation(db, project, item_id, args.label, user=args.user)
+    if args.json:
+        _print_json({"annotation": annotation_id, "item": item_id})
+    else:
+        print(f"recorded annotation {annotation_id} for item {item_id}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    db = _open(args)
+    project = _project(db, args.project)
+    if args.background:
+        from automl.jobs import start_training
+
+        job_id = start_training(db, project, budget=args.budget)
+        if args.json:
+            _print_json({"job": job_id})
+        else:
+            print(f"started training job {job_id}")
+        return 0
+    from automl.training import train_project
+
+    def progress(p: dict) -> None:
+        if not args.json and sys.stderr.isatty():
+            print(f"\rtrials {p.get('trials')} best {p.get('best')}", end="", file=sys.stderr)
+
+    result = train_project(db, project, budget=args.budget, seed=args.seed, progress=progress)
+    if args.json:
+        _print_json(result)
+    else:
+        holdout = result.get("holdout")
+        shown = "n/a" if holdout is None else f"{holdout:.3f}"
+        print(
+            f"model v{result['model_version']} ({result['estimator']}): "
+            f"{result['metric']} cv {result['cv']:.3f}, holdout {shown} "
+            f"on {result['holdout_size']} held-out human labels; "
+            f"{'promoted' if result['promoted'] else 'not promoted'}"
+        )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from automl.predict import predict_file
+
+    db = _open(args)
+    project = _project(db, args.project)
+    rows = predict_file(
+        db,
+        project,
+        args.input,
+        args.out,
+        text_column=args.text_column,
+        image_column=args.image_column,
+    )
+    if args.json:
+        _print_json({"rows": rows, "out": str(args.out)})
+    else:
+        print(f"wrote {rows} predictions to {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from labeling.export import export_project
+
+    db = _open(args)
+    project = _project(db, args.project)
+    rows = export_project(db, project, args.format, args.out)
+    if args.json:
+        _print_json({"rows": rows, "out": str(args.out), "format": args.format})
+    else:
+        print(f"wrote {rows} rows to {args.out}")
+    return 0
+
+
+def cmd_review_open(args: argparse.Namespace) -> int:
+    from review.rules import open_review
+
+    db = _open(args)
+    project = _project(db, args.project)
+    opened = open_review(db, project, below=args.below, limit=args.limit)
+    if args.json:
+        _print_json({"opened": opened, "rule": {"below": args.below}})
+    else:
+        print(f"opened {opened} review tasks (confidence below {args.below})")
+    return 0
+
+
+def cmd_review_next(args: argparse.Namespace) -> int:
+    from review.tasks import next_tasks
+
+    db = _open(args)
+    project = _project(db, args.project)
+    tasks = next_tasks(db, project, n=args.n)
+    out = [
+        {
+            "id": t["id"],
+            "item": t["item_id"],
+            "key": t["key"],
+            "predicted": t["predicted"],
+            "confidence": t["confidence"],
+        }
+        for t in tasks
+    ]
+    if args.json:
+        _print_json({"tasks": out})
+    else:
+        for t in out:
+            print(f"{t['id']}\t{t['key']}\t{','.join(t['predicted'])}\t{t['confidence']:.3f}")
+    return 0
+
+
+def cmd_review_answer(args: argparse.Namespace) -> int:
+    from review.tasks import answer_task
+
+    db = _open(args)
+    project = _project(db, args.project)
+    annotation_id = answer_task(db, project, int(args.task_id), args.label, user=args.user)
+    if args.json:
+        _print_json({"annotation": annotation_id, "task": int(args.task_id)})
+    else:
+        print(f"recorded review answer {annotation_id} for task {args.task_id}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from labeling.demo import seed_demo
+
+    db = _open(args)
+    name = seed_demo(db, force=True)
+    print(f"demo project {name!r} is ready")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    env = dict(os.environ)
+    if args.data_dir:
+        env["GROUNDWORK_DATA"] = str(Path(args.data_dir).resolve())
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+        "--server.port", str(args.port), "--server.address", args.address,
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    ]
+    return subprocess.call(command, env=env)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are errors too: one line, not a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--data-dir",
+        default=argparse.SUPPRESS,
+        help="folder of the store (default: $GROUNDWORK_DATA or ./data)",
+    )
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print one JSON object on stdout")
+
+    parser = _Parser(
+        prog="groundwork", description="Label, review and train on one local store.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, parents=[common])
+        p.set_defaults(func=func)
+        return p
+
+    p = add("import", cmd_import, "import images, text or table rows (creates the project)")
+    p.add_argument("project")
+    p.add_argument("source")
+    p.add_argument("--modality", required=True, choices=["image", "text", "tabular"])
+    p.add_argument("--task", default="single-label", choices=["single-label", "multi-label"])
+    p.add_argument("--text-column")
+    p.add_argument("--image-column")
+    p.add_argument("--label-column")
+    p.add_argument("--gold-column")
+    p.add_argument("--classes", help="comma-separated class names")
+    p.add_argument("--folders-as", default="label", choices=["label", "gold", "none"])
+    p.add_argument("--encoding", default="utf-8", help="CSV/JSONL encoding (default utf-8)")
+    p.add_argument("--user", default="import", help="who the imported labels are from")
+    p.add_argument("--strict", action="store_true", help="fail instead of skipping bad files")
+
+    add("projects", cmd_projects, "list projects")
+
+    p = add("next", cmd_next, "the next items to label, most useful first")
+    p.add_argument("project")
+    p.add_argument("--n", type=int, default=1)
+    p.add_argument("--user", default=_default_user())
+    p.add_argument("--strategy", default="margin", choices=["margin", "entropy", "random"])
+
+    p = add("label", cmd_label, "record a human label for an item")
+    p.add_argument("project")
+    p.add_argument("item_id")
+    p.add_argument("label", help="a class; several comma-separated in a multi-label project")
+    p.add_argument("--user", default=_default_user())
+
+    p = add("train", cmd_train, "train a model from curated labels and score the pool")
+    p.add_argument("project")
+    p.add_argument("--budget", type=float, default=30.0, help="search time budget in seconds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--background", action="store_true", help="run as a background job")
+
+    p = add("predict", cmd_predict, "batch prediction with the promoted model")
+    p.add_argument("project")
+    p.add_argument("input")
+    p.add_argument("--out", required=True)
+    p.add_argument("--text-column")
+    p.add_argument("--image-column")
+
+    p = add("export", cmd_export, "export labels")
+    p.add_argument("project")
+    p.add_argument("--format", default="manifest", choices=["manifest", "csv", "jsonl"])
+    p.add_argument("--out", required=True)
+
+    review = sub.add_parser("review", help="review tasks", parents=[common])
+    review_sub = review.add_subparsers(
+        dest="review_command", required=True, parser_class=_Parser
+    )
+    p = review_sub.add_parser("open", help="open review tasks", parents=[common])
+    p.set_defaults(func=cmd_review_open)
+    p.add_argument("project")
+    p.add_argument("--below", type=float, default=0.7, help="confidence threshold")
+    p.add_argument("--limit", type=int)
+    p = review_sub.add_parser("next", help="list open review tasks", parents=[common])
+    p.set_defaults(func=cmd_review_next)
+    p.add_argument("project")
+    p.add_argument("--n", type=int, default=10)
+    p = review_sub.add_parser("answer", help="answer a review task", parents=[common])
+    p.set_defaults(func=cmd_review_answer)
+    p.add_argument("project")
+    p.add_argument("task_id")
+    p.add_argument("label")
+    p.add_argument("--user", default=_default_user())
+
+    add("demo", cmd_demo, "seed the demo project (digits rendered to PNG)")
+
+    p = add("serve", cmd_serve, "start the app")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--address", default="127.0.0.1")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.data_dir = getattr(args, "data_dir", None)
+    args.json = getattr(args, "json", False)
+    try:
+        return args.func(args)
+    except GroundworkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the contract is one line, never a traceback
+        if os.environ.get("GROUNDWORK_DEBUG"):
+            raise
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {type(exc).__name__}: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Label page: one item at a time, keyboard first (1..9 classes, S skip, U undo).
+
+The loop runs in a fragment so an answer re-renders only the item; the next
+item comes from `next_items`, an indexed query over stored model scores.
+"""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from labeling.annotations import record_annotation, retract_annotation
+from labeling.items import get_item
+from labeling.pages.common import current_project, current_user, get_db, shortcut_for, show_item
+from labeling.projects import Project, project_counts
+from labeling.queue import next_items, prediction_for, promoted_model_id
+
+db = get_db()
+project = current_project(db)
+st.title(f"Label · {project.name}")
+if project.instructions:
+    with st.expander("Instructions", expanded=False):
+        st.markdown(project.instructions)
+
+
+def _state(project: Project) -> dict:
+    return st.session_state.setdefault(
+        f"label-{project.id}",
+        {"current": None, "skipped": [], "history": [], "shown_at": None, "selected": [],
+         "message": None},
+    )
+
+
+def _answer(project: Project, labels: list[str]) -> None:
+    state = _state(project)
+    item_id = state["current"]
+    if item_id is None or not labels:
+        return
+    duration = int((time.monotonic() - (state["shown_at"] or time.monotonic())) * 1000)
+    annotation_id = record_annotation(
+        db, project, item_id, labels, user=current_user(), source="human", duration_ms=duration
+    )
+    state["history"] = (state["history"] + [(annotation_id, item_id)])[-10:]
+    state["message"] = f"Saved {', '.join(labels)}"
+    state["current"], state["selected"] = None, []
+
+
+def _skip(project: Project) -> None:
+    state = _state(project)
+    if state["current"] is not None:
+        state["skipped"].append(state["current"])
+    state["message"] = "Skipped"
+    state["current"], state["selected"] = None, []
+
+
+def _undo(project: Project) -> None:
+    state = _state(project)
+    if not state["history"]:
+        state["message"] = "Nothing to undo"
+        return
+    annotation_id, item_id = state["history"].pop()
+    retract_annotation(db, project, annotation_id)
+    state["message"] = "Undone: the item is back"
+    state["current"], state["selected"], state["shown_at"] = item_id, [], time.monotonic()
+
+
+def _toggle(project: Project, label: str) -> None:
+    selected = _state(project)["selected"]
+    if label in selected:
+        selected.remove(label)
+    else:
+        selected.append(label)
+
+
+@st.fragment
+def labeling_loop() -> None:
+    state = _state(project)
+    if state["current"] is None:
+        picked = next_items(db, project, n=1, exclude=state["skipped"])
+        if not picked and state["skipped"]:
+            state["skipped"] = []
+            picked = next_items(db, project, n=1)
+        state["current"] = picked[0]["id"] if picked else None
+        state["reason"] = picked[0]["reason"] if picked else None
+        state["shown_at"] = time.monotonic()
+    counts = project_counts(db, project)
+    st.progress(
+        counts["labeled"] / counts["items"] if counts["items"] else 0.0,
+        text=f"{counts['labeled']} of {counts['items']} items labeled",
+    )
+    if state["current"] is None:
+        st.success("Every item has a label. Train a model on the **Train** page.")
+        return
+    item = get_item(db, project, state["current"])
+    chosen_by = "model uncertainty" if state.get("reason") not in (None, "random") else "random"
+    st.caption(f"Item {item.id} · chosen by {chosen_by}")
+    show_item(db, project, item)
+    model_id = promoted_model_id(db, project)
+    suggestion = prediction_for(db, model_id, item.id) if model_id else None
+    if suggestion:
+        st.caption(
+            f"Model suggests **{', '.join(suggestion['predicted']) or '(none)'}** "
+            f"(confidence {suggestion['confidence']:.2f})"
+        )
+    with st.container(horizontal=True, key="class-buttons"):
+        for i, label in enumerate(project.classes):
+            if project.multi_label:
+                picked = label in state["selected"]
+                st.button(
+                    label, key=f"cls-{i}", shortcut=shortcut_for(i),
+                    type="primary" if picked else "secondary",
+                    on_click=_toggle, args=(project, label),
+                )
+            else:
+                st.button(
+                    label, key=f"cls-{i}", shortcut=shortcut_for(i),
+                    on_click=_answer, args=(project, [label]),
+                )
+    with st.container(horizontal=True, key="actions"):
+        if project.multi_label:
+            st.button(
+                "Submit", key="submit", shortcut="Enter", type="primary",
+                on_click=lambda: _answer(project, list(state["selected"])),
+                disabled=not state["selected"],
+            )
+        st.button("Skip", key="skip", shortcut="S", on_click=_skip, args=(project,))
+        st.button("Undo", key="undo", shortcut="U", on_click=_undo, args=(project,),
+                  disabled=not state["history"])
+    if state.get("message"):
+        st.caption(state["message"])
+
+
+labeling_loop()

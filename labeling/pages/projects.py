@@ -1,0 +1,112 @@
+"""Projects page: what exists, and importing data into a new or existing project."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from labeling.errors import GroundworkError
+from labeling.importers import import_source
+from labeling.pages.common import get_db
+from labeling.projects import list_projects, project_counts
+
+db = get_db()
+st.title("Projects")
+
+projects = list_projects(db)
+if projects:
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "project": p.name,
+                    "modality": p.modality,
+                    "task": p.task,
+                    "classes": ", ".join(p.classes),
+                    **project_counts(db, p),
+                }
+                for p in projects
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
+else:
+    st.info("No projects yet. Import images, a text CSV/JSONL or a table below.")
+
+st.subheader("Import data")
+st.caption(
+    "Images: a .zip (class sub-folders give labels) or several image files. "
+    "Text: a CSV or JSONL with a text column. Tables: a CSV. "
+    "An import lands whole or not at all; unreadable files are skipped and listed."
+)
+with st.form("import_form", clear_on_submit=False):
+    left, right = st.columns(2)
+    name = left.text_input("Project name", value=st.session_state.get("project_name") or "")
+    modality = right.selectbox("Modality", ["image", "text", "tabular"])
+    task = left.selectbox("Task", ["single-label", "multi-label"])
+    classes = right.text_input("Classes (comma-separated, optional)")
+    label_column = left.text_input("Label column (CSV, optional)")
+    gold_column = right.text_input("Hidden gold column (CSV, optional)")
+    text_column = left.text_input("Text column (text CSV/JSONL)", value="")
+    folders_as = right.selectbox(
+        "Zip sub-folders are", ["label", "gold", "none"],
+        help="label: imported labels; gold: hidden gold for evaluation; none: ignored",
+    )
+    uploads = st.file_uploader(
+        "Files", accept_multiple_files=True,
+        type=["zip", "csv", "jsonl", "png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"],
+    )
+    submitted = st.form_submit_button("Import", type="primary")
+
+if submitted:
+    if not uploads:
+        st.error("Choose at least one file to import.")
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            files = []
+            for upload in uploads:
+                target = Path(tmp) / Path(upload.name).name
+                target.write_bytes(upload.getvalue())
+                files.append(target)
+            source = files[0]
+            if len(files) > 1 or files[0].suffix.lower() not in (".zip", ".csv", ".jsonl"):
+                # Loose image files are imported as one folder.
+                folder = Path(tmp) / "upload"
+                folder.mkdir()
+                for f in files:
+                    f.rename(folder / f.name)
+                source = folder
+            try:
+                report = import_source(
+                    db,
+                    name,
+                    source,
+                    modality,
+                    task=task,
+                    text_column=text_column.strip() or None,
+                    label_column=label_column.strip() or None,
+                    gold_column=gold_column.strip() or None,
+                    classes=[c for c in classes.split(",") if c.strip()] or None,
+                    folders_as=folders_as,
+                    user=st.session_state.get("user") or "import",
+                )
+            except GroundworkError as exc:
+                st.error(f"Import failed, nothing was changed: {exc}")
+            else:
+                st.session_state["project_name"] = report.project
+                st.session_state["last_import"] = report.to_dict()
+                st.rerun()
+
+if report := st.session_state.get("last_import"):
+    st.success(
+        f"Imported {report['imported']} items into {report['project']} "
+        f"({report['labeled']} labeled, {report['gold']} with hidden gold, "
+        f"{report['duplicates']} already present, {len(report['skipped'])} skipped)."
+    )
+    if report["skipped"]:
+        st.warning("Skipped files:")
+        st.dataframe(pd.DataFrame(report["skipped"]), hide_index=True)
