@@ -1,0 +1,111 @@
+"""Annotations, undo, curated labels and the labeling queue on a real store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from labeling.annotations import (
+    current_labels,
+    recent_annotations,
+    record_annotation,
+    retract_annotation,
+)
+from labeling.errors import GroundworkError
+from labeling.items import add_items
+from labeling.projects import create_project, get_project
+from labeling.queue import next_items, store_predictions, uncertainty_scores
+
+
+@pytest.fixture
+def project(db):
+    p = create_project(db, "emails", "text", classes=["ham", "spam"])
+    with db.atomic():
+        add_items(db, p, [{"key": str(i), "content": f"mail {i}", "sha256": str(i)}
+                          for i in range(20)])
+    return p
+
+
+def _counts(db):
+    return {t: db[t].count for t in ("projects", "items", "annotations")}
+
+
+def test_record_and_undo_keep_the_label_count_exact(db, project):
+    item = next_items(db, project)[0]["id"]
+    answer = record_annotation(db, project, item, "spam", user="ann", duration_ms=850)
+    assert db["items"].get(item)["n_labels"] == 1
+    assert next_items(db, project, n=100)[0]["id"] != item
+    assert item not in [i["id"] for i in next_items(db, project, n=100)]
+    assert recent_annotations(db, project, "ann")[0]["id"] == answer
+    retract_annotation(db, project, answer)
+    assert db["items"].get(item)["n_labels"] == 0
+    assert item in [i["id"] for i in next_items(db, project, n=100)]
+    row = db["annotations"].get(answer)
+    assert row["retracted_at"] is not None and row["duration_ms"] == 850  # kept for audit
+
+
+@pytest.mark.parametrize(
+    "label, message",
+    [("eggs", "unknown label 'eggs'"), ("ham,spam", "single-label"), ("", "no label given")],
+)
+def test_bad_labels_are_refused_and_nothing_changes(db, project, label, message):
+    before = _counts(db)
+    with pytest.raises(GroundworkError, match=message):
+        record_annotation(db, project, 1, label, user="ann")
+    assert _counts(db) == before
+
+
+def test_unknown_item_is_refused(db, project):
+    with pytest.raises(GroundworkError, match="no item 12345"):
+        record_annotation(db, project, 12345, "ham", user="ann")
+
+
+def test_multi_label_answers(db):
+    p = create_project(db, "tags", "text", task="multi-label", classes=["a", "b", "c"])
+    with db.atomic():
+        add_items(db, p, [{"key": "0", "content": "x", "sha256": "0"}])
+    record_annotation(db, p, 1, "c,a", user="ann")
+    labels = current_labels(db, p, curated_only=True)
+    assert labels.iloc[0]["labels"] == ["a", "c"]  # in class order
+
+
+def test_curated_labels_exclude_auto_and_review_overrides_human(db, project):
+    record_annotation(db, project, 1, "ham", user="ann")
+    record_annotation(db, project, 1, "spam", user="rev", source="review")
+    record_annotation(db, project, 2, "spam", user="model", source="auto", confidence=0.99)
+    curated = current_labels(db, project, curated_only=True)
+    assert curated.set_index("item_id").loc[1, "labels"] == ["spam"]
+    assert 2 not in set(curated["item_id"])
+    everything = current_labels(db, project, curated_only=False)
+    assert everything.set_index("item_id").loc[2, "source"] == "auto"
+
+
+def test_uncertainty_scores_come_from_modal():
+    p = np.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]])
+    scores = uncertainty_scores(p)
+    np.testing.assert_allclose(scores["confidence"], [0.5, 0.9, 0.8])
+    np.testing.assert_allclose(scores["margin"], [0.0, 0.8, 0.6])
+    assert scores["entropy"].argmax() == 0
+
+
+def test_queue_asks_about_the_least_certain_items_first_once_a_model_exists(db, project):
+    with db.atomic():
+        mv = db["model_versions"].insert({
+            "project_id": project.id, "version": 1, "created_at": "now", "status": "promoted",
+            "estimator": "test", "metric_name": "balanced_accuracy", "train_size": 0,
+            "snapshot_hash": "-", "artifact_path": "-", "artifact_sha256": "-",
+            "classes": '["ham", "spam"]'}).last_pk
+    ids = list(range(1, 21))
+    spam_p = np.linspace(0.0, 1.0, 20)  # item 10/11 sit closest to 0.5
+    store_predictions(db, mv, ids, ["ham", "spam"], np.c_[1 - spam_p, spam_p])
+    first = next_items(db, project, n=2)
+    assert {i["id"] for i in first} == {10, 11}
+    assert all(i["reason"] == "margin" for i in first)
+    # random strategy and exclusions still reach every item
+    assert len(next_items(db, project, n=100, strategy="random")) == 20
+    assert 10 not in [i["id"] for i in next_items(db, project, n=100, exclude=[10])]
+
+
+def test_get_project_names_the_projects_there_are(db, project):
+    with pytest.raises(GroundworkError, match="projects: emails"):
+        get_project(db, "nope")
