@@ -267,9 +267,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.data_dir:
         env["GROUNDWORK_DATA"] = str(Path(args.data_dir).resolve())
     command = [
-        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-        "--server.port", str(args.port), "--server.address", args.address,
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(ROOT / "app.py"),
+        "--server.port",
+        str(args.port),
+        "--server.address",
+        args.address,
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
     ]
     return subprocess.call(command, env=env)
 
@@ -289,11 +299,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="folder of the store (default: $GROUNDWORK_DATA or ./data)",
     )
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print one JSON object on stdout")
+    common.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print one JSON object on stdout",
+    )
 
     parser = _Parser(
-        prog="groundwork", description="Label, review and train on one local store.",
+        prog="groundwork",
+        description="Label, review and train on one local store.",
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -351,9 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     review = sub.add_parser("review", help="review tasks", parents=[common])
-    review_sub = review.add_subparsers(
-        dest="review_command", required=True, parser_class=_Parser
-    )
+    review_sub = review.add_subparsers(dest="review_command", required=True, parser_class=_Parser)
     p = review_sub.add_parser("open", help="open review tasks", parents=[common])
     p.set_defaults(func=cmd_review_open)
     p.add_argument("project")

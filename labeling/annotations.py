@@ -69,19 +69,23 @@ def record_annotation(
         raise GroundworkError("no user given: pass --user NAME")
     item = get_item(db, project, item_id)
     with db.atomic():
-        pk = db["annotations"].insert(
-            {
-                "project_id": project.id,
-                "item_id": item.id,
-                "user": user,
-                "labels": json.dumps(values),
-                "source": source,
-                "created_at": utcnow(),
-                "duration_ms": None if duration_ms is None else int(duration_ms),
-                "confidence": confidence,
-                "model_version_id": model_version_id,
-            }
-        ).last_pk
+        pk = (
+            db["annotations"]
+            .insert(
+                {
+                    "project_id": project.id,
+                    "item_id": item.id,
+                    "user": user,
+                    "labels": json.dumps(values),
+                    "source": source,
+                    "created_at": utcnow(),
+                    "duration_ms": None if duration_ms is None else int(duration_ms),
+                    "confidence": confidence,
+                    "model_version_id": model_version_id,
+                }
+            )
+            .last_pk
+        )
         if source in CURATED_SOURCES:
             db.execute("UPDATE items SET n_labels = n_labels + 1 WHERE id = ?", [item.id])
     return int(pk)
@@ -103,9 +107,7 @@ def retract_annotation(db: sqlite_utils.Database, project: Project, annotation_i
             "UPDATE annotations SET retracted_at = ? WHERE id = ?", [utcnow(), annotation_id]
         )
         if source in CURATED_SOURCES:
-            db.execute(
-                "UPDATE items SET n_labels = max(n_labels - 1, 0) WHERE id = ?", [item_id]
-            )
+            db.execute("UPDATE items SET n_labels = max(n_labels - 1, 0) WHERE id = ?", [item_id])
 
 
 def recent_annotations(
@@ -140,15 +142,25 @@ def live_annotations(db: sqlite_utils.Database, project: Project) -> pd.DataFram
             [project.id],
         ),
         columns=[
-            "id", "item_id", "key", "user", "labels", "source", "created_at",
-            "duration_ms", "confidence", "model_version_id",
+            "id",
+            "item_id",
+            "key",
+            "user",
+            "labels",
+            "source",
+            "created_at",
+            "duration_ms",
+            "confidence",
+            "model_version_id",
         ],
     )
     frame["labels"] = frame["labels"].map(json.loads)
     return frame
 
 
-def current_labels(db: sqlite_utils.Database, project: Project, *, curated_only: bool) -> pd.DataFrame:
+def current_labels(
+    db: sqlite_utils.Database, project: Project, *, curated_only: bool
+) -> pd.DataFrame:
     """One label per item: the latest live curated answer, else (unless curated_only) auto.
 
     Curated answers always beat machine answers, whatever their order; a
@@ -161,8 +173,11 @@ def current_labels(db: sqlite_utils.Database, project: Project, *, curated_only:
         return answers
     answers = answers.assign(curated=answers["source"].isin(CURATED_SOURCES))
     answers = answers.sort_values(["item_id", "curated", "id"])
-    return answers.groupby("item_id", as_index=False).tail(1).sort_values("item_id").reset_index(
-        drop=True
+    return (
+        answers.groupby("item_id", as_index=False)
+        .tail(1)
+        .sort_values("item_id")
+        .reset_index(drop=True)
     )
 
 
@@ -180,5 +195,7 @@ def labels_per_hour(db: sqlite_utils.Database, project: Project) -> pd.DataFrame
         ),
         columns=["user", "answers", "ms"],
     )
-    frame["labels_per_hour"] = (frame["answers"] * 3_600_000 / frame["ms"].where(frame["ms"] > 0)).round(1)
+    frame["labels_per_hour"] = (
+        frame["answers"] * 3_600_000 / frame["ms"].where(frame["ms"] > 0)
+    ).round(1)
     return frame

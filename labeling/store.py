@@ -191,7 +191,9 @@ def migrate(db: sqlite_utils.Database, target: int = SCHEMA_VERSION) -> int:
     return schema_version(db)
 
 
-def connect(data_dir: str | Path | None = None, *, migrate_to: int = SCHEMA_VERSION) -> sqlite_utils.Database:
+def connect(
+    data_dir: str | Path | None = None, *, migrate_to: int = SCHEMA_VERSION
+) -> sqlite_utils.Database:
     """Open (and create or upgrade) the store under `data_dir`.
 
     WAL lets the page read while a training process writes; the busy timeout

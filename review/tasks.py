@@ -74,7 +74,7 @@ def answer_task(
     user: str,
     duration_ms: int | None = None,
 ) -> int:
-    """Record the reviewer's label (source `review`) and close the task; returns the annotation id."""
+    """Record the answer as a `review` annotation and close the task, in one transaction."""
     task = get_task(db, project, task_id)
     if task["status"] not in OPEN_STATES:
         raise GroundworkError(

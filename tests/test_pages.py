@@ -1,0 +1,134 @@
+"""Page logic through Streamlit's AppTest, against a real store.
+
+Keyboard shortcuts only exist in a browser (tests/browser); here the same
+buttons are clicked through AppTest to check what each page records.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from labeling.items import add_items
+from labeling.projects import create_project
+from labeling.queue import store_predictions
+
+ROOT_DIR = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def store(db, data_dir, monkeypatch):
+    monkeypatch.setenv("GROUNDWORK_DATA", str(data_dir))
+    monkeypatch.setenv("GROUNDWORK_DEMO", "0")
+    project = create_project(db, "mail", "text", classes=["ham", "spam"],
+                             instructions="Spam sells <b>something</b>.")
+    with db.atomic():
+        add_items(db, project, [{"key": str(i), "content": f"message number {i}",
+                                 "sha256": str(i)} for i in range(6)])
+    return db, project
+
+
+def page(path: str, project: str | None = "mail") -> AppTest:
+    at = AppTest.from_file(str(ROOT_DIR / path), default_timeout=30)
+    if project:
+        at.session_state["project_name"] = project
+    at.session_state["user"] = "ann"
+    return at.run()
+
+
+def button(at: AppTest, key: str):
+    return next(b for b in at.button if b.key == key)
+
+
+def test_label_page_records_answers_skips_and_undoes(store):
+    db, project = store
+    at = page("labeling/pages/label.py")
+    assert not at.exception
+    assert "0 of 6 items labeled" in at.markdown[0].value or any(
+        "0 of 6 items labeled" in str(p.proto) for p in at.get("progress"))
+    shown = at.text[0].value
+    button(at, "cls-1").click().run()
+    rows = list(db.query("SELECT a.labels, a.user, a.duration_ms, i.content FROM annotations a "
+                         "JOIN items i ON i.id = a.item_id"))
+    assert len(rows) == 1 and rows[0]["labels"] == '["spam"]' and rows[0]["user"] == "ann"
+    assert rows[0]["content"] == shown and rows[0]["duration_ms"] >= 0
+    assert at.text[0].value != shown  # auto-advanced
+
+    skipped = at.text[0].value
+    button(at, "skip").click().run()
+    assert at.text[0].value != skipped
+    assert db["annotations"].count == 1
+
+    button(at, "undo").click().run()
+    assert at.text[0].value == shown  # the undone item comes back
+    assert db.execute(
+        "SELECT count(*) FROM annotations WHERE retracted_at IS NULL").fetchone()[0] == 0
+
+
+def test_label_page_shows_the_model_suggestion(store):
+    db, project = store
+    with db.atomic():
+        mv = db["model_versions"].insert({
+            "project_id": project.id, "version": 1, "created_at": "now", "status": "promoted",
+            "estimator": "logreg", "metric_name": "balanced_accuracy", "train_size": 0,
+            "snapshot_hash": "-", "artifact_path": "-", "artifact_sha256": "-",
+            "classes": '["ham", "spam"]'}).last_pk
+    store_predictions(db, mv, list(range(1, 7)), ["ham", "spam"],
+                      np.array([[0.3, 0.7]] * 6))
+    at = page("labeling/pages/label.py")
+    assert any("Model suggests **spam** (confidence 0.70)" in c.value for c in at.caption)
+
+
+def test_instructions_are_markdown_but_markup_stays_text(store):
+    at = page("labeling/pages/label.py")
+    md = at.expander[0].markdown[0]
+    assert md.value == "Spam sells <b>something</b>."
+    assert md.proto.allow_html is False
+
+
+def test_pages_without_a_project_say_what_to_do(store):
+    for path in ("labeling/pages/label.py", "review/pages/review.py", "automl/pages/train.py"):
+        at = page(path, project=None)
+        assert not at.exception, path
+        assert "Projects" in at.info[0].value
+
+
+def test_projects_page_lists_projects_with_counts(store):
+    at = page("labeling/pages/projects.py")
+    assert not at.exception
+    frame = at.dataframe[0].value
+    assert list(frame["project"]) == ["mail"] and list(frame["items"]) == [6]
+
+
+def test_review_page_opens_tasks_and_accepts_with_the_accept_button(store):
+    db, project = store
+    with db.atomic():
+        mv = db["model_versions"].insert({
+            "project_id": project.id, "version": 1, "created_at": "now", "status": "promoted",
+            "estimator": "logreg", "metric_name": "balanced_accuracy", "train_size": 0,
+            "snapshot_hash": "-", "artifact_path": "-", "artifact_sha256": "-",
+            "classes": '["ham", "spam"]'}).last_pk
+    probs = np.array([[0.55, 0.45], [0.9, 0.1], [0.4, 0.6], [0.95, 0.05], [0.2, 0.8], [0.5, 0.5]])
+    store_predictions(db, mv, list(range(1, 7)), ["ham", "spam"], probs)
+    at = page("review/pages/review.py")
+    assert not at.exception
+    at.slider(key="review-below").set_value(0.7).run()
+    assert any("would open 3 new tasks" in c.value for c in at.caption)
+    button(at, "open-review").click().run()
+    assert db["review_tasks"].count == 3
+    assert any("flagged because confidence < 0.70" in m.value for m in at.markdown)
+    button(at, "accept").click().run()
+    done = list(db.query("SELECT t.status, a.source, a.labels, a.user FROM review_tasks t "
+                         "JOIN annotations a ON a.id = t.annotation_id"))
+    # the least confident prediction (0.5/0.5 -> "ham") is reviewed first
+    assert done == [{"status": "completed", "source": "review", "labels": '["ham"]',
+                     "user": "ann"}]
+    button(at, "fix-1").click().run()
+    assert db.execute("SELECT count(*) FROM review_tasks WHERE status = 'completed'"
+                      ).fetchone()[0] == 2
+    button(at, "review-undo").click().run()
+    assert db.execute("SELECT count(*) FROM review_tasks WHERE status = 'completed'"
+                      ).fetchone()[0] == 1
