@@ -1,0 +1,695 @@
+"""Importers: images (folder, zip, CSV manifest), text (CSV, JSONL) and table rows (CSV).
+
+Reading and checking happen before the store is touched, and everything the
+import writes to the store happens in one transaction: an import lands whole or
+not at all. Files that cannot be read (corrupt images, non-images in a zip) are
+skipped and listed in the report, never a crash; a source that is wrong as a
+whole (missing column, wrong encoding, unsafe zip) is a clear error.
+
+Every item has a stable key from its source, so importing the same source again
+adds nothing (the duplicates are counted), and batch prediction on a file
+reports the same keys: the 0-based row number for CSV/JSONL, the relative path
+for an image folder or zip, the image column's value for an image manifest.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import stat
+import warnings
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
+import sqlite_utils
+from PIL import Image, UnidentifiedImageError
+
+from labeling.annotations import parse_labels
+from labeling.errors import GroundworkError
+from labeling.items import add_items, existing_keys, item_ids_by_key
+from labeling.media import sha256_bytes, store_media
+from labeling.projects import (
+    MODALITIES,
+    TASKS,
+    Project,
+    clean_classes,
+    create_project,
+    find_project,
+    get_project,
+    set_classes,
+    validate_name,
+)
+from labeling.store import data_dir_of, utcnow
+
+FOLDERS_AS = ("label", "gold", "none")
+TABLE_SUFFIXES = (".csv", ".tsv")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+# Whole-archive limits: a zip that inflates beyond these is refused before reading.
+MAX_ZIP_TOTAL_BYTES = 4 * 1024**3
+MAX_FILE_BYTES = 200 * 1024**2
+# Files an OS or archiver adds that are nobody's data: ignored, not reported.
+_JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+@dataclass
+class ImportReport:
+    """What an import did; `to_dict` is the `groundwork import --json` output."""
+
+    project: str
+    created: bool
+    imported: int = 0
+    labeled: int = 0
+    gold: int = 0
+    duplicates: int = 0
+    skipped: list[dict] = field(default_factory=list)
+    classes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Record:
+    key: str
+    sha256: str
+    content: str | None = None
+    media: bytes | None = None
+    suffix: str = ""
+    labels: list[str] | None = None
+    gold: list[str] | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def _decode(path: Path, encoding: str) -> str:
+    data = path.read_bytes()
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    try:
+        text = data.decode(codec)
+    except LookupError:
+        raise GroundworkError(
+            f"unknown encoding {encoding!r}: use a Python codec name such as utf-8, latin-1 "
+            "or cp1252"
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise GroundworkError(
+            f"{path.name} is not valid {encoding}: byte 0x{data[exc.start]:02x} at position "
+            f"{exc.start} cannot be decoded; save the file as UTF-8 or pass its encoding "
+            "(e.g. --encoding latin-1 or --encoding cp1252)"
+        ) from None
+    if not text.strip():
+        raise GroundworkError(f"{path.name} is empty: there is nothing to import")
+    return text
+
+
+def read_table(path: Path, encoding: str = "utf-8", *, typed: bool = False) -> pd.DataFrame:
+    """A CSV, TSV or JSONL file as a frame; every way it can be wrong is one clear error.
+
+    Untyped (the default) keeps every cell as the text it was, so labels like
+    "01" or "NA" survive; `typed` lets pandas infer numbers for table features.
+    """
+    path = Path(path)
+    text = _decode(path, encoding)
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise GroundworkError(
+                    f"line {number} of {path.name} is not valid JSON ({exc.msg}): each line of a "
+                    "JSONL file must be one JSON object"
+                ) from None
+            if not isinstance(row, dict):
+                raise GroundworkError(
+                    f"line {number} of {path.name} is a JSON {type(row).__name__}, not an "
+                    "object: each line must look like {\"text\": ...}"
+                )
+            rows.append(row)
+        frame = pd.DataFrame(rows)
+        if frame.empty:
+            raise GroundworkError(f"{path.name} has no rows: there is nothing to import")
+        frame.columns = [str(c) for c in frame.columns]
+        return frame if typed else frame.map(_as_text)
+    sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        if typed:
+            frame = pd.read_csv(io.StringIO(text), sep=sep)
+        else:
+            frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise GroundworkError(f"{path.name} is empty: there is nothing to import") from None
+    except pd.errors.ParserError as exc:
+        detail = " ".join(str(exc).split())
+        raise GroundworkError(
+            f"{path.name} is not a well-formed CSV ({detail}): every row needs the same "
+            "number of fields as the header; quote fields that contain the separator"
+        ) from None
+    columns = [str(c) for c in frame.columns]
+    dupes = sorted({c.split(".")[0] for c in columns if "." in c and c.split(".")[0] in columns})
+    if dupes:
+        raise GroundworkError(
+            f"{path.name} has duplicate column names ({', '.join(dupes)}): rename them so "
+            "each column is unique"
+        )
+    frame.columns = columns
+    if frame.empty:
+        raise GroundworkError(
+            f"{path.name} has a header but no rows: there is nothing to import"
+        )
+    return frame
+
+
+def _as_text(value: object) -> str | None:
+    """A JSON value as the text a CSV cell would hold (lists stay JSON for multi-label)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict)):
+        return ",".join(map(str, value)) if isinstance(value, list) else json.dumps(value)
+    return str(value)
+
+
+def _require_column(frame: pd.DataFrame, column: str, role: str, path: Path) -> None:
+    if column not in frame.columns:
+        found = ", ".join(map(str, frame.columns)) or "none"
+        raise GroundworkError(
+            f"{path.name} has no column {column!r} (asked for as the {role}); "
+            f"columns found: {found}"
+        )
+
+
+def _pick_column(frame: pd.DataFrame, given: str | None, defaults: Sequence[str], role: str,
+                 flag: str, path: Path) -> str:
+    if given:
+        _require_column(frame, given, role, path)
+        return given
+    for name in defaults:
+        if name in frame.columns:
+            return name
+    found = ", ".join(map(str, frame.columns)) or "none"
+    raise GroundworkError(
+        f"{path.name} has no {role} named {' or '.join(repr(d) for d in defaults)}: pass "
+        f"{flag} with one of the columns found: {found}"
+    )
+
+
+def _cell_labels(value: object, multi_label: bool) -> list[str] | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    return parse_labels(text) if multi_label else [text]
+
+
+def _json_safe(value: object) -> object:
+    """Table cells as JSON: NaN and infinities become null, numpy scalars plain numbers."""
+    if value is None:
+        return None
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ---------------------------------------------------------------- images
+
+
+def check_image(data: bytes) -> tuple[dict | None, str | None]:
+    """Decode an image fully with Pillow's bomb limit on; return (info, None) or (None, why).
+
+    `verify` catches broken structure, `load` catches truncated pixel data, and
+    the decompression-bomb warning is turned into a refusal.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                img.verify()
+            with Image.open(io.BytesIO(data)) as img:
+                img.load()
+                info = {"format": img.format, "width": img.width, "height": img.height,
+                        "mode": img.mode}
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        return None, f"image too large, refused as a possible decompression bomb ({exc})"
+    except UnidentifiedImageError:
+        return None, "not an image Pillow can read"
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        return None, f"corrupt or truncated image ({' '.join(str(exc).split())})"
+    return info, None
+
+
+_FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "WEBP": ".webp",
+                  "TIFF": ".tif", "PPM": ".ppm", "ICO": ".ico"}
+
+
+def _image_suffix(name: str, info: dict) -> str:
+    return _FORMAT_SUFFIX.get(info.get("format") or "", Path(name).suffix.lower() or ".img")
+
+
+def _is_junk(parts: Sequence[str]) -> bool:
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts) or parts[-1] in _JUNK_NAMES
+
+
+def _unsafe_member(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename.replace("\\", "/")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    if ".." in PurePosixPath(name).parts:
+        return "'..' in its path"
+    if stat.S_ISLNK(info.external_attr >> 16):
+        return "symbolic link"
+    return None
+
+
+def _image_files(source: Path) -> Iterator[tuple[str, bytes | None, str | None]]:
+    """(relative key, bytes or None, why-unreadable) for each file of a folder or zip."""
+    if source.is_dir():
+        for path in sorted(p for p in source.rglob("*") if p.is_file() or p.is_symlink()):
+            rel = path.relative_to(source)
+            if _is_junk(rel.parts):
+                continue
+            if path.is_symlink():
+                yield rel.as_posix(), None, "symbolic link, not followed"
+                continue
+            size = path.stat().st_size
+            if size > MAX_FILE_BYTES:
+                yield rel.as_posix(), None, f"file of {size} bytes is over the limit"
+                continue
+            yield rel.as_posix(), path.read_bytes(), None
+        return
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise GroundworkError(
+            f"{source.name} is not a readable zip file ({exc}): re-create the archive"
+        ) from None
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        for member in members:
+            why = _unsafe_member(member)
+            if why:
+                raise GroundworkError(
+                    f"{source.name} has an unsafe member {member.filename!r} ({why}); nothing "
+                    "was imported: re-create the archive with plain relative paths"
+                )
+        total = sum(m.file_size for m in members)
+        if total > MAX_ZIP_TOTAL_BYTES:
+            raise GroundworkError(
+                f"{source.name} would unpack to {total} bytes, over the "
+                f"{MAX_ZIP_TOTAL_BYTES} byte limit: split it into smaller archives"
+            )
+        for member in sorted(members, key=lambda m: m.filename):
+            parts = PurePosixPath(member.filename.replace("\\", "/")).parts
+            if _is_junk(parts):
+                continue
+            key = "/".join(parts)
+            if member.file_size > MAX_FILE_BYTES:
+                yield key, None, f"file of {member.file_size} bytes is over the limit"
+                continue
+            try:
+                with archive.open(member) as fh:
+                    data = fh.read(MAX_FILE_BYTES + 1)
+            except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+                yield key, None, f"cannot be read from the archive ({exc})"
+                continue
+            if len(data) > MAX_FILE_BYTES:
+                yield key, None, "file is over the size limit"
+                continue
+            yield key, data, None
+
+
+def _read_image_tree(source: Path, folders_as: str, multi_label: bool,
+                     skipped: list[dict]) -> list[_Record]:
+    records = []
+    for key, data, why in _image_files(source):
+        if why is None and data is not None:
+            info, why = check_image(data)
+        if why is not None or data is None:
+            skipped.append({"file": key, "reason": why})
+            continue
+        parts = key.split("/")
+        folder = parts[-2] if len(parts) > 1 else None
+        labels = [folder] if folder else None
+        record = _Record(
+            key=key,
+            sha256=sha256_bytes(data),
+            media=data,
+            suffix=_image_suffix(key, info),
+            metadata={"file": parts[-1], **info},
+        )
+        if folders_as == "label":
+            record.labels = labels
+        elif folders_as == "gold":
+            record.gold = labels
+        records.append(record)
+    return records
+
+
+def _read_image_manifest(source: Path, image_column: str | None, label_column: str | None,
+                         gold_column: str | None, multi_label: bool, encoding: str,
+                         skipped: list[dict]) -> list[_Record]:
+    frame = read_table(source, encoding)
+    column = _pick_column(frame, image_column, ("image", "path", "file", "source-ref"),
+                          "image column", "--image-column", source)
+    for col, role in ((label_column, "label column"), (gold_column, "gold column")):
+        if col:
+            _require_column(frame, col, role, source)
+    base = source.parent.resolve()
+    records = []
+    for number, row in frame.iterrows():
+        ref = str(row[column]).strip()
+        if not ref:
+            skipped.append({"file": f"row {number}", "reason": f"empty {column!r}"})
+            continue
+        path = (base / ref).resolve()
+        if not path.is_relative_to(base):
+            skipped.append({"file": ref, "reason": "path leaves the manifest's folder"})
+            continue
+        if not path.is_file():
+            skipped.append({"file": ref, "reason": "file not found"})
+            continue
+        data = path.read_bytes()
+        info, why = check_image(data)
+        if why:
+            skipped.append({"file": ref, "reason": why})
+            continue
+        others = {c: row[c] for c in frame.columns if c not in (column, label_column, gold_column)}
+        records.append(
+            _Record(
+                key=ref,
+                sha256=sha256_bytes(data),
+                media=data,
+                suffix=_image_suffix(ref, info),
+                labels=_cell_labels(row[label_column], multi_label) if label_column else None,
+                gold=_cell_labels(row[gold_column], multi_label) if gold_column else None,
+                metadata={"file": path.name, **info, **others},
+            )
+        )
+    return records
+
+
+# ---------------------------------------------------------------- text and tables
+
+
+def _read_rows(source: Path, modality: str, text_column: str | None, label_column: str | None,
+               gold_column: str | None, multi_label: bool, encoding: str,
+               skipped: list[dict]) -> list[_Record]:
+    frame = read_table(source, encoding)
+    for col, role in ((label_column, "label column"), (gold_column, "gold column")):
+        if col:
+            _require_column(frame, col, role, source)
+    label_cols = [c for c in (label_column, gold_column) if c]
+    if modality == "text":
+        text_col = _pick_column(frame, text_column, ("text",), "text column", "--text-column",
+                                source)
+        feature_cols = [text_col]
+    else:
+        feature_cols = [c for c in frame.columns if c not in label_cols]
+        if not feature_cols:
+            raise GroundworkError(
+                f"{source.name} has no feature columns besides the label/gold columns: "
+                "a table needs at least one column to learn from"
+            )
+        typed = read_table(source, encoding, typed=True)[feature_cols]
+    records = []
+    for number in range(len(frame)):
+        row = frame.iloc[number]
+        if modality == "text":
+            content = str(row[text_col] if row[text_col] is not None else "")
+            if not content.strip():
+                skipped.append({"file": f"row {number}", "reason": f"empty {text_col!r}"})
+                continue
+            metadata = {c: row[c] for c in frame.columns if c not in (text_col, *label_cols)}
+        else:
+            values = {c: _json_safe(v) for c, v in typed.iloc[number].items()}
+            content = json.dumps(values, ensure_ascii=False)
+            metadata = {}
+        records.append(
+            _Record(
+                key=str(number),
+                sha256=sha256_bytes(content.encode("utf-8")),
+                content=content,
+                labels=_cell_labels(row[label_column], multi_label) if label_column else None,
+                gold=_cell_labels(row[gold_column], multi_label) if gold_column else None,
+                metadata=metadata,
+            )
+        )
+    return records
+
+
+def _read_source(source: Path, modality: str, *, text_column: str | None,
+                 image_column: str | None, label_column: str | None, gold_column: str | None,
+                 folders_as: str, multi_label: bool, encoding: str,
+                 skipped: list[dict]) -> list[_Record]:
+    suffix = source.suffix.lower()
+    if modality == "image":
+        if source.is_dir() or suffix == ".zip":
+            if label_column or gold_column:
+                raise GroundworkError(
+                    "--label-column and --gold-column apply to a CSV manifest; for a folder or "
+                    "zip, class sub-folders give labels (see --folders-as)"
+                )
+            return _read_image_tree(source, folders_as, multi_label, skipped)
+        if suffix in TABLE_SUFFIXES + JSONL_SUFFIXES:
+            return _read_image_manifest(source, image_column, label_column, gold_column,
+                                        multi_label, encoding, skipped)
+        raise GroundworkError(
+            f"{source.name}: an image import takes a folder, a .zip or a CSV manifest"
+        )
+    if source.is_dir() or suffix not in TABLE_SUFFIXES + JSONL_SUFFIXES:
+        kinds = "a CSV or JSONL file" if modality == "text" else "a CSV file"
+        raise GroundworkError(f"{source.name}: a {modality} import takes {kinds}")
+    if modality == "tabular" and suffix in JSONL_SUFFIXES:
+        raise GroundworkError(f"{source.name}: a tabular import takes a CSV file")
+    return _read_rows(source, modality, text_column, label_column, gold_column, multi_label,
+                      encoding, skipped)
+
+
+# ---------------------------------------------------------------- the import
+
+
+def _classes_for(records: Iterable[_Record], given: list[str] | None,
+                 existing: Project | None) -> list[str]:
+    """The project's classes after the import: given or existing first, then new ones found."""
+    found: list[str] = []
+    for record in records:
+        for labels in (record.labels, record.gold):
+            for label in labels or ():
+                if label not in found:
+                    found.append(label)
+    base = clean_classes((existing.classes if existing else []) + (given or []))
+    if given:
+        unknown = [c for c in found if c not in base]
+        if unknown:
+            raise GroundworkError(
+                f"labels {', '.join(repr(c) for c in unknown[:5])} in the source are not among "
+                f"the classes {', '.join(base)}: add them to --classes or fix the data"
+            )
+    return clean_classes(base + sorted(found, key=_natural))
+
+
+def _natural(name: str) -> tuple:
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def import_source(
+    db: sqlite_utils.Database,
+    project_name: str,
+    source: str | Path,
+    modality: str,
+    *,
+    task: str = "single-label",
+    text_column: str | None = None,
+    image_column: str | None = None,
+    label_column: str | None = None,
+    gold_column: str | None = None,
+    classes: list[str] | None = None,
+    folders_as: str = "label",
+    encoding: str = "utf-8",
+    user: str = "import",
+    strict: bool = False,
+) -> ImportReport:
+    """Import a source into a project (created if missing), in one transaction."""
+    name = validate_name(project_name)
+    if modality not in MODALITIES:
+        raise GroundworkError(f"unknown modality {modality!r}: use one of {', '.join(MODALITIES)}")
+    if task not in TASKS:
+        raise GroundworkError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    if folders_as not in FOLDERS_AS:
+        raise GroundworkError(
+            f"unknown --folders-as {folders_as!r}: use one of {', '.join(FOLDERS_AS)}"
+        )
+    if label_column and label_column == gold_column:
+        raise GroundworkError("the label column and the gold column must differ")
+    source = Path(source)
+    if not source.exists():
+        raise GroundworkError(f"source {str(source)!r} does not exist")
+    existing = find_project(db, name)
+    if existing is not None:
+        if existing.modality != modality:
+            raise GroundworkError(
+                f"project {name!r} holds {existing.modality} items, not {modality}: import into "
+                "another project"
+            )
+        if existing.task != task and task != "single-label":
+            raise GroundworkError(f"project {name!r} is {existing.task}, not {task}")
+        task = existing.task
+    multi_label = task == "multi-label"
+
+    skipped: list[dict] = []
+    records = _read_source(
+        source, modality, text_column=text_column, image_column=image_column,
+        label_column=label_column, gold_column=gold_column, folders_as=folders_as,
+        multi_label=multi_label, encoding=encoding, skipped=skipped,
+    )
+    if strict and skipped:
+        first = skipped[0]
+        raise GroundworkError(
+            f"{len(skipped)} files could not be imported (first: {first['file']}: "
+            f"{first['reason']}); nothing was imported (--strict)"
+        )
+    if not records:
+        detail = f" (first: {skipped[0]['file']}: {skipped[0]['reason']})" if skipped else ""
+        raise GroundworkError(
+            f"nothing to import from {source.name}: {len(skipped)} files skipped{detail}"
+        )
+    for record in records:
+        if not multi_label and record.labels and len(record.labels) > 1:
+            raise GroundworkError(
+                f"item {record.key!r} has several labels ({', '.join(record.labels)}) but the "
+                "project is single-label: import with --task multi-label"
+            )
+    new_classes = _classes_for(records, classes, existing)
+    if not new_classes:
+        raise GroundworkError(
+            "no classes: pass --classes a,b,c, or a --label-column/--gold-column, or class "
+            "sub-folders"
+        )
+    if len(new_classes) < 2 and classes is None and existing is None:
+        raise GroundworkError(
+            f"only one class found ({new_classes[0]}): a classifier needs at least two; pass "
+            "--classes with every class the project should have"
+        )
+
+    report = ImportReport(project=name, created=existing is None, classes=new_classes)
+    data_dir = data_dir_of(db)
+    with db.atomic():
+        project = existing or create_project(db, name, modality, task, new_classes)
+        if project.classes != new_classes:
+            project = set_classes(db, project, new_classes)
+        known = existing_keys(db, project)
+        fresh: list[_Record] = []
+        seen: set[str] = set()
+        for record in records:
+            if record.key in known:
+                report.duplicates += 1
+            elif record.key in seen:
+                skipped.append({"file": record.key, "reason": "duplicate key in the source"})
+            else:
+                seen.add(record.key)
+                fresh.append(record)
+        rows = []
+        for record in fresh:
+            row = {"key": record.key, "sha256": record.sha256, "content": record.content,
+                   "metadata": record.metadata, "gold": record.gold}
+            if record.media is not None:
+                row["media_path"], _ = store_media(data_dir, record.media, record.suffix)
+            rows.append(row)
+        report.imported = add_items(db, project, rows)
+        report.gold = sum(1 for r in fresh if r.gold)
+        labeled = [r for r in fresh if r.labels]
+        if labeled:
+            ids = item_ids_by_key(db, project, [r.key for r in labeled])
+            now = utcnow()
+            db["annotations"].insert_all(
+                (
+                    {
+                        "project_id": project.id,
+                        "item_id": ids[r.key],
+                        "user": user or "import",
+                        "labels": json.dumps(r.labels),
+                        "source": "import",
+                        "created_at": now,
+                        "duration_ms": None,
+                        "confidence": None,
+                        "model_version_id": None,
+                        "retracted_at": None,
+                    }
+                    for r in labeled
+                ),
+                batch_size=1000,
+            )
+            id_list = [ids[r.key] for r in labeled]
+            for start in range(0, len(id_list), 500):
+                chunk = id_list[start : start + 500]
+                db.execute(
+                    f"UPDATE items SET n_labels = n_labels + 1 WHERE id IN "
+                    f"({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+        report.labeled = len(labeled)
+    report.skipped = skipped
+    report.classes = get_project(db, name).classes
+    return report
+
+
+# ---------------------------------------------------------------- batch prediction input
+
+
+def read_prediction_input(
+    source: str | Path,
+    modality: str,
+    *,
+    text_column: str | None = None,
+    image_column: str | None = None,
+    exclude_columns: Sequence[str] = (),
+    workdir: str | Path | None = None,
+    encoding: str = "utf-8",
+) -> tuple[list[str], list[str] | pd.DataFrame]:
+    """Keys and model input for a new file, shaped like `labeling.inputs.model_input`.
+
+    Unreadable images are left out (their keys are absent from the output);
+    images from a zip are unpacked into `workdir`, which the caller removes.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise GroundworkError(f"input {str(source)!r} does not exist")
+    if modality == "image":
+        skipped: list[dict] = []
+        if source.is_dir() or source.suffix.lower() == ".zip":
+            records = _read_image_tree(source, "none", False, skipped)
+        else:
+            records = _read_image_manifest(source, image_column, None, None, False, encoding,
+                                           skipped)
+        if not records:
+            raise GroundworkError(f"no readable images in {source.name}")
+        if workdir is None:
+            raise GroundworkError("image prediction needs a working folder")
+        paths = []
+        for record in records:
+            target = Path(workdir) / f"{record.sha256}{record.suffix}"
+            target.write_bytes(record.media or b"")
+            paths.append(str(target))
+        return [r.key for r in records], paths
+    if modality == "text":
+        frame = read_table(source, encoding)
+        column = _pick_column(frame, text_column, ("text",), "text column", "--text-column",
+                              source)
+        return [str(i) for i in range(len(frame))], frame[column].fillna("").astype(str).tolist()
+    if modality != "tabular":
+        raise GroundworkError(f"unknown modality {modality!r}")
+    frame = read_table(source, encoding, typed=True)
+    frame = frame.drop(columns=[c for c in exclude_columns if c in frame.columns])
+    return [str(i) for i in range(len(frame))], frame.reset_index(drop=True)
