@@ -6,9 +6,9 @@ import json
 
 import pandas as pd
 import streamlit as st
+
 from automl.jobs import cancel_job, latest_job, reap_stale_jobs, start_training
 from automl.registry import list_models, promote
-
 from labeling.errors import GroundworkError
 from labeling.pages.common import current_project, get_db
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import streamlit as st
-from automl.jobs import start_training
 
+from automl.jobs import start_training
 from labeling.errors import GroundworkError
 from labeling.items import get_item
 from labeling.pages.common import current_project, current_user, get_db, shortcut_for, show_item
