@@ -393,7 +393,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors and --help: an exit code, not an exception
+        return exc.code if isinstance(exc.code, int) else 2
     args.data_dir = getattr(args, "data_dir", None)
     args.json = getattr(args, "json", False)
     try:

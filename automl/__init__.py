@@ -1,0 +1,1 @@
+"""AutoML: features per modality, the search, the registry, jobs and batch prediction."""

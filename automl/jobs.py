@@ -1,0 +1,193 @@
+"""Background training jobs: a separate process per run, its state in the `jobs` table.
+
+A process (not a thread of the Streamlit server) so that a page reload, a
+second browser tab or a server restart neither blocks nor kills training, and
+so a crash in a model library cannot take the app down. The page only reads
+the job row; cancelling writes `cancelled` and the runner stops at the next
+trial boundary, leaving the promoted model in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import sqlite_utils
+
+from automl.training import JobCancelled, train_project, validate_training
+from labeling.errors import GroundworkError
+from labeling.projects import Project, get_project
+from labeling.store import connect, data_dir_of, utcnow
+
+ROOT = Path(__file__).resolve().parents[1]
+ACTIVE = ("queued", "running")
+
+
+def _parse(row: dict | None) -> dict | None:
+    if row is None:
+        return None
+    row = dict(row)
+    for key in ("params", "progress", "result"):
+        row[key] = json.loads(row[key]) if row.get(key) else ({} if key != "result" else None)
+    return row
+
+
+def job(db: sqlite_utils.Database, job_id: int) -> dict:
+    row = next(iter(db.query("SELECT * FROM jobs WHERE id = ?", [int(job_id)])), None)
+    if row is None:
+        raise GroundworkError(f"no job {job_id}")
+    return _parse(row)
+
+
+def latest_job(db: sqlite_utils.Database, project: Project) -> dict | None:
+    return _parse(next(iter(db.query(
+        "SELECT * FROM jobs WHERE project_id = ? ORDER BY id DESC LIMIT 1", [project.id])), None))
+
+
+def start_training(
+    db: sqlite_utils.Database, project: Project, budget: float = 30.0, *, seed: int = 0
+) -> int:
+    """Queue a training run and start its process; refuse what would fail anyway, now."""
+    validate_training(db, project)
+    reap_stale_jobs(db)
+    running = db.execute(
+        "SELECT id FROM jobs WHERE project_id = ? AND kind = 'train' AND status IN "
+        "('queued', 'running')", [project.id]).fetchone()
+    if running:
+        raise GroundworkError(
+            f"training job {running[0]} is still running for {project.name!r}: wait for it or "
+            "cancel it"
+        )
+    with db.atomic():
+        job_id = db["jobs"].insert({
+            "project_id": project.id,
+            "kind": "train",
+            "status": "queued",
+            "params": json.dumps({"budget": float(budget), "seed": int(seed)}),
+            "progress": json.dumps({"trials": 0, "best": None, "elapsed": 0.0,
+                                    "budget": float(budget)}),
+            "created_at": utcnow(),
+        }).last_pk
+    data_dir = data_dir_of(db)
+    logs = data_dir / "jobs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{job_id}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "automl.jobs", str(job_id), "--data-dir", str(data_dir)],
+            cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    with db.atomic():
+        db.execute("UPDATE jobs SET pid = ? WHERE id = ? AND pid IS NULL", [proc.pid, job_id])
+    return job_id
+
+
+def cancel_job(db: sqlite_utils.Database, job_id: int) -> None:
+    """Ask the runner to stop; a job that already ended keeps its outcome."""
+    with db.atomic():
+        db.execute(
+            "UPDATE jobs SET status = 'cancelled', finished_at = ?, "
+            "error = 'cancelled by a user' WHERE id = ? AND status IN ('queued', 'running')",
+            [utcnow(), int(job_id)],
+        )
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True
+
+
+def reap_stale_jobs(db: sqlite_utils.Database) -> int:
+    """Jobs whose process died without saying so are failed, so the page stops waiting."""
+    stale = [
+        r[0] for r in db.execute("SELECT id, pid FROM jobs WHERE status IN ('queued', 'running')")
+        if r[1] is not None and not pid_alive(r[1])
+    ]
+    if stale:
+        with db.atomic():
+            db.execute(
+                f"UPDATE jobs SET status = 'failed', finished_at = ?, "
+                f"error = 'the training process died' WHERE id IN ({','.join('?' * len(stale))}) "
+                "AND status IN ('queued', 'running')",
+                [utcnow(), *stale],
+            )
+    return len(stale)
+
+
+def run_job(data_dir: str | Path, job_id: int) -> str:
+    """The body of a job process: train, record the outcome, never leave `running` behind."""
+    db = connect(data_dir)
+    row = job(db, job_id)
+    if row["status"] != "queued":
+        return row["status"]
+    with db.atomic():
+        db.execute("UPDATE jobs SET status = 'running', pid = ?, started_at = ? WHERE id = ? "
+                   "AND status = 'queued'", [os.getpid(), utcnow(), job_id])
+    project = get_project(db, row["project_id"])
+    last = [0.0]
+
+    def progress(p: dict) -> None:
+        if time.monotonic() - last[0] < 0.5:
+            return
+        last[0] = time.monotonic()
+        with db.atomic():
+            db.execute("UPDATE jobs SET progress = ? WHERE id = ? AND status = 'running'",
+                       [json.dumps(p), job_id])
+
+    def should_stop() -> bool:
+        return db.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()[0] \
+            == "cancelled"
+
+    params = row["params"]
+    try:
+        result = train_project(db, project, budget=float(params.get("budget", 30.0)),
+                               seed=int(params.get("seed", 0)), job_id=job_id,
+                               progress=progress, should_stop=should_stop)
+    except JobCancelled:
+        return "cancelled"
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded as the job's outcome
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        with db.atomic():
+            db.execute("UPDATE jobs SET status = 'failed', error = ?, finished_at = ? "
+                       "WHERE id = ? AND status = 'running'",
+                       [f"{type(exc).__name__}: {message}"[:500], utcnow(), job_id])
+        return "failed"
+    with db.atomic():
+        db.execute(
+            "UPDATE jobs SET status = 'succeeded', result = ?, finished_at = ?, progress = ? "
+            "WHERE id = ?",
+            [json.dumps(result, default=str), utcnow(),
+             json.dumps({"trials": result["trials"], "best": result["cv"],
+                         "elapsed": result["seconds"], "budget": params.get("budget")}),
+             job_id],
+        )
+    return "succeeded"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="run one Groundwork background job")
+    parser.add_argument("job_id", type=int)
+    parser.add_argument("--data-dir", required=True)
+    args = parser.parse_args(argv)
+    status = run_job(args.data_dir, args.job_id)
+    return 0 if status in ("succeeded", "cancelled") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Batch prediction: the promoted model on a new file, written as a CSV scripts can rely on.
+
+Columns (a contract): `key, predicted_label, confidence, p_<class>` with one
+probability column per project class, in the project's class order. Keys are
+the same as an import of that file would give (row number, relative path or
+manifest value), so predictions can be joined back to the source.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from automl.registry import load_model, promoted_model
+from labeling.errors import GroundworkError
+from labeling.importers import read_prediction_input
+from labeling.projects import Project
+from labeling.queue import uncertainty_scores
+
+
+def predict_file(
+    db: sqlite_utils.Database,
+    project: Project,
+    source: str | Path,
+    out: str | Path,
+    *,
+    text_column: str | None = None,
+    image_column: str | None = None,
+) -> int:
+    """Predict every readable row or image of `source`; return the number of rows written."""
+    row = promoted_model(db, project)
+    if row is None:
+        raise GroundworkError(
+            f"no promoted model for project {project.name!r}: train one first "
+            f"(`groundwork train {project.name}`)"
+        )
+    out = Path(out)
+    if not out.parent.exists():
+        raise GroundworkError(f"folder {str(out.parent)!r} does not exist: create it first")
+    model = load_model(db, row)
+    with tempfile.TemporaryDirectory() as work:
+        keys, X = read_prediction_input(source, project.modality, text_column=text_column,
+                                        image_column=image_column, workdir=work)
+        proba = model.predict_proba(X) if len(keys) else np.zeros((0, len(model.classes)))
+    if model.multi_label:
+        predicted = [",".join(c for c, p in zip(model.classes, r, strict=True) if p >= 0.5)
+                     for r in proba]
+        confidence = (np.abs(proba - 0.5) * 2).min(axis=1) if len(proba) else np.zeros(0)
+    else:
+        predicted = [model.classes[int(i)] for i in proba.argmax(axis=1)]
+        confidence = uncertainty_scores(proba)["confidence"] if len(proba) else np.zeros(0)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["key", "predicted_label", "confidence",
+                             *[f"p_{c}" for c in model.classes]])
+            for key, label, conf, probs in zip(keys, predicted, confidence, proba, strict=True):
+                writer.writerow([key, label, f"{conf:.6f}", *[f"{p:.6f}" for p in probs]])
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(keys)

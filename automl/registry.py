@@ -1,0 +1,130 @@
+"""The model registry: versions, their artifacts, which one is promoted, and pool scoring.
+
+An artifact is written under `<data>/models/<project id>/v<N>.joblib` with
+its sha256 recorded in the store; loading checks the hash, so a model file
+changed or truncated behind our back is refused rather than silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import joblib
+import numpy as np
+import sqlite_utils
+
+from automl.model import TrainedModel
+from labeling.errors import GroundworkError
+from labeling.inputs import model_input
+from labeling.items import get_items
+from labeling.projects import Project
+from labeling.queue import store_predictions
+from labeling.store import data_dir_of
+
+SCORE_BATCH = 2000
+
+
+def _row(row: dict) -> dict:
+    row = dict(row)
+    for key in ("params", "metrics", "classes"):
+        row[key] = json.loads(row.get(key) or ("[]" if key == "classes" else "{}"))
+    return row
+
+
+def list_models(db: sqlite_utils.Database, project: Project) -> list[dict]:
+    """Every version of the project's model, newest first."""
+    return [
+        _row(r)
+        for r in db.query(
+            "SELECT * FROM model_versions WHERE project_id = ? ORDER BY version DESC",
+            [project.id],
+        )
+    ]
+
+
+def promoted_model(db: sqlite_utils.Database, project: Project) -> dict | None:
+    row = next(
+        iter(
+            db.query(
+                "SELECT * FROM model_versions WHERE project_id = ? AND status = 'promoted' "
+                "ORDER BY version DESC LIMIT 1",
+                [project.id],
+            )
+        ),
+        None,
+    )
+    return _row(row) if row else None
+
+
+def save_artifact(
+    db: sqlite_utils.Database, project: Project, version: int, model: TrainedModel
+) -> tuple[str, str]:
+    """Write the model atomically; return (path relative to the data folder, sha256)."""
+    rel = f"models/{project.id}/v{version}.joblib"
+    target = data_dir_of(db) / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    joblib.dump(model, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    digest = _sha256(tmp)
+    os.replace(tmp, target)
+    return rel, digest
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_model(db: sqlite_utils.Database, row: dict) -> TrainedModel:
+    path = data_dir_of(db) / row["artifact_path"]
+    if not path.is_file() or _sha256(path) != row["artifact_sha256"]:
+        raise GroundworkError(
+            f"model artifact {row['artifact_path']} of v{row['version']} was changed or is "
+            "missing: retrain the project (`groundwork train`)"
+        )
+    model = joblib.load(path)
+    if not isinstance(model, TrainedModel):
+        raise GroundworkError(f"{row['artifact_path']} is not a Groundwork model: retrain")
+    return model
+
+
+def score_pool(
+    db: sqlite_utils.Database, project: Project, model_version_id: int, model: TrainedModel
+) -> int:
+    """Predict every item without a curated label and store the scores for the queue and review."""
+    ids = [r[0] for r in db.execute(
+        "SELECT id FROM items WHERE project_id = ? AND n_labels = 0 ORDER BY id", [project.id])]
+    for start in range(0, len(ids), SCORE_BATCH):
+        items = get_items(db, project, ids[start : start + SCORE_BATCH])
+        proba = model.predict_proba(model_input(db, project, items))
+        store_predictions(db, model_version_id, [i.id for i in items], project.classes,
+                          np.asarray(proba), multi_label=project.multi_label)
+    return len(ids)
+
+
+def promote(db: sqlite_utils.Database, project: Project, version: int) -> dict:
+    """Make `version` the model that drives the queue, review rules and batch prediction."""
+    row = next(iter(db.query(
+        "SELECT * FROM model_versions WHERE project_id = ? AND version = ?",
+        [project.id, int(version)])), None)
+    if row is None:
+        known = ", ".join(f"v{m['version']}" for m in list_models(db, project)) or "none"
+        raise GroundworkError(f"project {project.name!r} has no model v{version} (versions: "
+                              f"{known})")
+    row = _row(row)
+    model = load_model(db, row)
+    with db.atomic():
+        db.execute("UPDATE model_versions SET status = 'archived' WHERE project_id = ? AND "
+                   "status = 'promoted' AND id != ?", [project.id, row["id"]])
+        db.execute("UPDATE model_versions SET status = 'promoted' WHERE id = ?", [row["id"]])
+    score_pool(db, project, row["id"], model)
+    row["status"] = "promoted"
+    return row
