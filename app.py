@@ -22,7 +22,7 @@ sidebar_frame(db)
 pages = [
     st.Page("labeling/pages/projects.py", title="Projects", icon=":material/folder:", default=True),
     st.Page("labeling/pages/label.py", title="Label", icon=":material/label:", url_path="label"),
-    st.Page("review/pages/review.py", title="Review", icon=":material/fact_check:",
+    st.Page("review/pages/review_tasks.py", title="Review", icon=":material/fact_check:",
             url_path="review"),
     st.Page("automl/pages/train.py", title="Train", icon=":material/model_training:",
             url_path="train"),

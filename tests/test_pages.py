@@ -90,7 +90,8 @@ def test_instructions_are_markdown_but_markup_stays_text(store):
 
 
 def test_pages_without_a_project_say_what_to_do(store):
-    for path in ("labeling/pages/label.py", "review/pages/review.py", "automl/pages/train.py"):
+    pages = ("labeling/pages/label.py", "review/pages/review_tasks.py", "automl/pages/train.py")
+    for path in pages:
         at = page(path, project=None)
         assert not at.exception, path
         assert "Projects" in at.info[0].value
@@ -113,7 +114,7 @@ def test_review_page_opens_tasks_and_accepts_with_the_accept_button(store):
             "classes": '["ham", "spam"]'}).last_pk
     probs = np.array([[0.55, 0.45], [0.9, 0.1], [0.4, 0.6], [0.95, 0.05], [0.2, 0.8], [0.5, 0.5]])
     store_predictions(db, mv, list(range(1, 7)), ["ham", "spam"], probs)
-    at = page("review/pages/review.py")
+    at = page("review/pages/review_tasks.py")
     assert not at.exception
     at.slider(key="review-below").set_value(0.7).run()
     assert any("would open 3 new tasks" in c.value for c in at.caption)

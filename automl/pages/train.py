@@ -17,8 +17,9 @@ project = current_project(db)
 st.title(f"Train · {project.name}")
 st.caption(
     "Trains on curated labels (human, imported, reviewed; never auto-labels) with an Optuna "
-    "search over scikit-learn pipelines. The holdout score is balanced accuracy on human "
-    "labels the search never saw."
+    "search over scikit-learn pipelines. The holdout score is balanced accuracy on labels "
+    "people gave that the search never saw (imported labels when a project has fewer than "
+    "ten of its own)."
 )
 
 models = list_models(db, project)
@@ -93,6 +94,9 @@ else:
         ]
     )
     st.dataframe(table, hide_index=True, width="stretch", key="models-table")
+    measured = next((m for m in models if m["status"] == "promoted"), models[0])
+    if how := measured["metrics"].get("how_measured"):
+        st.caption(f"v{measured['version']}: {how}.")
     versions = [m["version"] for m in models]
     with st.container(horizontal=True):
         chosen = st.selectbox("Version", versions, label_visibility="collapsed")
