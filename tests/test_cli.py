@@ -202,3 +202,76 @@ def test_console_script_is_installed_and_speaks_json(tmp_path, wine_csv):
     bad = subprocess.run([exe, "next", "nope", "--data-dir", str(tmp_path / "s")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def _sources(tmp_path, spam_csv, wine_csv) -> dict:
+    images = write_digits_folder(tmp_path / "imgs", per_class=12, classes=(2, 7))
+    return {
+        "image": (images, ["--folders-as", "gold"], []),
+        "text": (spam_csv, ["--gold-column", "label", "--text-column", "text"],
+                 ["--text-column", "text"]),
+        "tabular": (wine_csv, ["--gold-column", "cultivar"], []),
+    }
+
+
+@pytest.mark.parametrize("modality", ["image", "text", "tabular"])
+def test_every_command_on_every_modality(gw, tmp_path, spam_csv, wine_csv, modality):
+    """import, projects, next, label, train, predict, review, export: the same loop per modality."""
+    source, import_flags, predict_flags = _sources(tmp_path, spam_csv, wine_csv)[modality]
+    report = gw.json("import", "p", source, "--modality", modality, *import_flags)
+    assert report["imported"] == report["gold"] > 0 and report["labeled"] == 0
+    listed = gw.json("projects")["projects"]
+    assert listed[0]["name"] == "p" and listed[0]["modality"] == modality
+
+    import sqlite3
+
+    with sqlite3.connect(gw.data_dir / "groundwork.db") as conn:
+        gold = {k: json.loads(g)[0] for k, g in conn.execute("SELECT key, gold FROM items")}
+    label_some(gw, "p", gold, 16)
+    trained = gw.json("train", "p", "--budget", "2")
+    assert trained["model_version"] == 1 and trained["metric"] == "balanced_accuracy"
+    assert "holdout" in trained
+
+    out = tmp_path / "pred.csv"
+    gw.json("predict", "p", source, "--out", out, *predict_flags)
+    pred = pd.read_csv(out, dtype={"key": str, "predicted_label": str})
+    assert list(pred.columns[:3]) == ["key", "predicted_label", "confidence"]
+    assert len(pred) == report["imported"]
+    assert (pred["predicted_label"] == pred["key"].map(gold)).mean() > 0.6
+
+    assert gw.json("review", "open", "p", "--below", "1.0")["opened"] >= 1
+    task = gw.json("review", "next", "p")["tasks"][0]
+    gw.json("review", "answer", "p", task["id"], gold[task["key"]])
+
+    manifest = tmp_path / "p.manifest"
+    assert gw.json("export", "p", "--format", "manifest", "--out", manifest)["rows"] == 17
+    table = tmp_path / "p.csv"
+    assert gw.json("export", "p", "--format", "csv", "--out", table)["rows"] == report["imported"]
+
+
+def test_serve_starts_the_app(tmp_path):
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = shutil.which("groundwork", path=str(Path(sys.executable).parent))
+    proc = subprocess.Popen([exe, "serve", "--port", str(port), "--data-dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
+                                            timeout=1) as r:
+                    assert r.read() == b"ok"
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            raise AssertionError("groundwork serve did not answer on /_stcore/health")
+    finally:
+        proc.terminate()
+        proc.wait(20)
