@@ -121,6 +121,9 @@ def test_whole_loop_import_label_train_review_retrain(app_server, page, tmp_path
     expect(page.get_by_text("This rule would open 20 new tasks.")).to_be_visible()
     page.get_by_role("button", name="Open review tasks").click()
     expect(page.get_by_text(re.compile(r"^20 open"))).to_be_visible()
+    expect(page.get_by_text("Opened 20 review tasks")).to_be_visible()
+    # Shortcuts are ignored while a form control has focus: take it off the slider/button.
+    page.evaluate("document.activeElement && document.activeElement.blur()")
     key = current_key(page)
     page.keyboard.press("1" if key.startswith("0/") else "2")
     expect(page.get_by_text(re.compile(r"^19 open · 1 completed"))).to_be_visible()
