@@ -143,7 +143,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.background:
         from automl.jobs import start_training
 
-        job_id = start_training(db, project, budget=args.budget)
+        job_id = start_training(db, project, budget=args.budget,
+                                include_auto=args.include_auto)
         if args.json:
             _print_json({"job": job_id})
         else:
@@ -155,7 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.json and sys.stderr.isatty():
             print(f"\rtrials {p.get('trials')} best {p.get('best')}", end="", file=sys.stderr)
 
-    result = train_project(db, project, budget=args.budget, seed=args.seed, progress=progress)
+    result = train_project(db, project, budget=args.budget, seed=args.seed, progress=progress,
+                           include_auto=args.include_auto)
     if args.json:
         _print_json(result)
     else:
@@ -250,6 +252,39 @@ def cmd_review_answer(args: argparse.Namespace) -> int:
         _print_json({"annotation": annotation_id, "task": int(args.task_id)})
     else:
         print(f"recorded review answer {annotation_id} for task {args.task_id}")
+    return 0
+
+
+def cmd_autolabel(args: argparse.Namespace) -> int:
+    from labeling.autolabel import plan_autolabel, revert_auto_labels, run_autolabel
+
+    db = _open(args)
+    project = _project(db, args.project)
+    if args.revert:
+        reverted = revert_auto_labels(db, project)
+        if args.json:
+            _print_json({"reverted": reverted, "auto_labeled": 0})
+        else:
+            print(f"reverted {reverted} machine labels")
+        return 0
+    if args.dry_run:
+        result = plan_autolabel(db, project, args.target_accuracy, args.confidence)
+        result["auto_labeled"] = 0
+    else:
+        result = run_autolabel(db, project, args.target_accuracy, args.confidence)
+    if args.json:
+        _print_json(result)
+    elif result["threshold"] is None:
+        print(f"labeled nothing: {result['reason']}")
+    else:
+        verb = "would label" if args.dry_run else "labeled"
+        count = result["would_label"] if args.dry_run else result["auto_labeled"]
+        print(
+            f"{verb} {count} of {result['pool_size']} unlabeled items at confidence >= "
+            f"{result['threshold']:.3f}: accuracy {result['estimated_accuracy']:.3f} on "
+            f"{result['validation_above_threshold']} held-out human labels, at least "
+            f"{result['lower_bound']:.3f} with {result['confidence']:.0%} confidence"
+        )
     return 0
 
 
@@ -352,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=float, default=30.0, help="search time budget in seconds")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--background", action="store_true", help="run as a background job")
+    p.add_argument("--include-auto", action="store_true",
+                   help="also train on machine (auto) labels; never held out")
 
     p = add("predict", cmd_predict, "batch prediction with the promoted model")
     p.add_argument("project")
@@ -382,6 +419,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("task_id")
     p.add_argument("label")
     p.add_argument("--user", default=_default_user())
+
+    p = add("autolabel", cmd_autolabel,
+            "label the confident rest with the promoted model, at a certified accuracy")
+    p.add_argument("project")
+    p.add_argument("--target-accuracy", type=float, default=0.95,
+                   help="accuracy the machine labels must reach (default 0.95)")
+    p.add_argument("--confidence", type=float, default=0.95,
+                   help="confidence of the lower bound on that accuracy (default 0.95)")
+    p.add_argument("--dry-run", action="store_true", help="show what would be labeled")
+    p.add_argument("--revert", action="store_true", help="take back every machine label")
 
     add("demo", cmd_demo, "seed the demo project (digits rendered to PNG)")
 

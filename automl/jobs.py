@@ -50,10 +50,15 @@ def latest_job(db: sqlite_utils.Database, project: Project) -> dict | None:
 
 
 def start_training(
-    db: sqlite_utils.Database, project: Project, budget: float = 30.0, *, seed: int = 0
+    db: sqlite_utils.Database,
+    project: Project,
+    budget: float = 30.0,
+    *,
+    seed: int = 0,
+    include_auto: bool = False,
 ) -> int:
     """Queue a training run and start its process; refuse what would fail anyway, now."""
-    validate_training(db, project)
+    validate_training(db, project, include_auto=include_auto)
     reap_stale_jobs(db)
     running = db.execute(
         "SELECT id FROM jobs WHERE project_id = ? AND kind = 'train' AND status IN "
@@ -68,7 +73,8 @@ def start_training(
             "project_id": project.id,
             "kind": "train",
             "status": "queued",
-            "params": json.dumps({"budget": float(budget), "seed": int(seed)}),
+            "params": json.dumps({"budget": float(budget), "seed": int(seed),
+                                  "include_auto": bool(include_auto)}),
             "progress": json.dumps({"trials": 0, "best": None, "elapsed": 0.0,
                                     "budget": float(budget)}),
             "created_at": utcnow(),
@@ -158,6 +164,7 @@ def run_job(data_dir: str | Path, job_id: int) -> str:
     try:
         result = train_project(db, project, budget=float(params.get("budget", 30.0)),
                                seed=int(params.get("seed", 0)), job_id=job_id,
+                               include_auto=bool(params.get("include_auto", False)),
                                progress=progress, should_stop=should_stop)
     except JobCancelled:
         return "cancelled"

@@ -47,12 +47,12 @@ from labeling.errors import GroundworkError
 from labeling.inputs import model_input
 from labeling.items import get_items
 from labeling.projects import Project
+from labeling.queue import store_predictions
+from labeling.splits import HOLDOUT_SOURCES, in_holdout
 from labeling.store import utcnow
 
 METRIC = "balanced_accuracy"
-HOLDOUT_SHARE = 0.2
 MIN_HOLDOUT_SOURCE_LABELS = 10  # below this, every label is needed for training
-HOLDOUT_SOURCES = ("human", "review")
 
 # Failed and pruned trials are recorded on the study; they are not console noise.
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -77,15 +77,14 @@ class TrainingSet:
         return X, [self.labels[i] for i in idx]
 
 
-def in_holdout(project: Project, key: str) -> bool:
-    """Stable per item: the same keys are held out in every run of the project."""
-    digest = hashlib.sha256(f"{project.id}:{key}".encode()).hexdigest()
-    return int(digest[:8], 16) / 0xFFFFFFFF < HOLDOUT_SHARE
+def training_set(
+    db: sqlite_utils.Database, project: Project, *, include_auto: bool = False
+) -> TrainingSet:
+    """Curated labels (human, import, review); machine labels only if the user opts in.
 
-
-def training_set(db: sqlite_utils.Database, project: Project) -> TrainingSet:
-    """Curated labels only (human, import, review); machine labels never train a model."""
-    labels = current_labels(db, project, curated_only=True)
+    Auto-labels are never held out: the holdout measures against people.
+    """
+    labels = current_labels(db, project, curated_only=not include_auto)
     if labels.empty:
         raise GroundworkError(
             f"training needs labels: project {project.name!r} has no curated labels yet; "
@@ -102,8 +101,8 @@ def training_set(db: sqlite_utils.Database, project: Project) -> TrainingSet:
     # all imported holds out imported labels instead, so it still gets a measure.
     eligible = np.array([s in HOLDOUT_SOURCES for s in sources])
     if eligible.sum() < MIN_HOLDOUT_SOURCE_LABELS:
-        eligible = np.ones(len(ids), dtype=bool)
-    mask = eligible & np.array([in_holdout(project, k) for k in keys], dtype=bool)
+        eligible = np.array([s != "auto" for s in sources])
+    mask = eligible & np.array([in_holdout(project.id, k) for k in keys], dtype=bool)
     if eligible.sum() < MIN_HOLDOUT_SOURCE_LABELS or not _has_two_classes(
         [a for a, m in zip(answers, mask, strict=True) if not m], project.multi_label
     ):
@@ -137,9 +136,11 @@ def _check_classes(project: Project, answers: list[list[str]]) -> None:
     )
 
 
-def validate_training(db: sqlite_utils.Database, project: Project) -> None:
+def validate_training(
+    db: sqlite_utils.Database, project: Project, *, include_auto: bool = False
+) -> None:
     """The checks a training run starts with, cheap enough to run before starting a job."""
-    labels = current_labels(db, project, curated_only=True)
+    labels = current_labels(db, project, curated_only=not include_auto)
     if labels.empty:
         raise GroundworkError(
             f"training needs labels: project {project.name!r} has no curated labels yet; "
@@ -268,6 +269,7 @@ def train_project(
     job_id: int | None = None,
     progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    include_auto: bool = False,
 ) -> dict:
     """Search, fit, measure, save, maybe promote, and score the pool with the promoted model."""
     if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
@@ -275,7 +277,7 @@ def train_project(
                               f"{budget!r}")
     started = time.monotonic()
     deadline = started + budget
-    data = training_set(db, project)
+    data = training_set(db, project, include_auto=include_auto)
     train_mask = ~data.holdout
     X_train, y_train_labels = data.part(train_mask)
     X_hold, y_hold_labels = data.part(data.holdout)
@@ -372,6 +374,7 @@ def train_project(
                                      if m})) or "none"
     metrics: dict = {
         "holdout_sources": held_sources,
+        "include_auto": include_auto,
         "cv_std": best.user_attrs.get("cv_std"),
         "cv_folds": 0 if splits[0][0] is splits[0][1] else len(splits),
         "trials": len(study.trials),
@@ -443,6 +446,12 @@ def train_project(
 
         (data_dir_of(db) / rel_path).unlink(missing_ok=True)
         raise
+    if data.holdout.any():
+        # Predictions on held-out labels let automated labeling and review measure
+        # this model on items it never saw; the queue ignores labeled items.
+        held_ids = [i for i, m in zip(data.item_ids, data.holdout, strict=True) if m]
+        store_predictions(db, model_id, held_ids, project.classes,
+                          model.predict_proba(X_hold), multi_label=project.multi_label)
     scored = score_pool(db, project, model_id, model) if promote_it else 0
     return {
         "model_version": version,
@@ -458,6 +467,7 @@ def train_project(
         "scored": scored,
         "trials": len(study.trials),
         "seconds": round(time.monotonic() - started, 2),
+        "include_auto": include_auto,
     }
 
 

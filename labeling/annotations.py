@@ -88,6 +88,8 @@ def record_annotation(
         )
         if source in CURATED_SOURCES:
             db.execute("UPDATE items SET n_labels = n_labels + 1 WHERE id = ?", [item.id])
+        elif source == "auto":
+            db.execute("UPDATE items SET n_auto = n_auto + 1 WHERE id = ?", [item.id])
     return int(pk)
 
 
@@ -108,6 +110,8 @@ def retract_annotation(db: sqlite_utils.Database, project: Project, annotation_i
         )
         if source in CURATED_SOURCES:
             db.execute("UPDATE items SET n_labels = max(n_labels - 1, 0) WHERE id = ?", [item_id])
+        elif source == "auto":
+            db.execute("UPDATE items SET n_auto = max(n_auto - 1, 0) WHERE id = ?", [item_id])
 
 
 def recent_annotations(

@@ -12,6 +12,7 @@ import sqlite_utils
 
 from labeling.errors import GroundworkError
 from labeling.projects import Project
+from labeling.splits import in_holdout
 from labeling.store import data_dir_of, utcnow
 
 
@@ -66,6 +67,7 @@ def add_items(db: sqlite_utils.Database, project: Project, records: Iterable[dic
             "created_at": now,
             "rank": random.random(),
             "n_labels": 0,
+            "holdout": int(in_holdout(project.id, str(r["key"]))),
         }
         for r in records
     ]

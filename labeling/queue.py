@@ -8,6 +8,7 @@ an indexed query: no model is called and no table is scanned on the click path.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ import sqlite_utils
 from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
 
 from labeling.projects import Project
+from labeling.splits import HOLDOUT_SHARE
 
 STRATEGIES = ("margin", "entropy", "random")
 
@@ -100,6 +102,22 @@ def promoted_model_id(db: sqlite_utils.Database, project: Project) -> int | None
     return row[0] if row else None
 
 
+def validation_slots(db: sqlite_utils.Database, project: Project, n: int) -> int:
+    """How many of the next `n` items should be random validation items.
+
+    Enough that held-out items stay at their share of all labels: validation
+    labels then form a random sample of the data, which is what makes the
+    accuracy measured on them (training holdout, automated labeling) hold for
+    the pool, whatever active learning chose to show people.
+    """
+    labeled, held = db.execute(
+        "SELECT count(*), coalesce(sum(holdout), 0) FROM items "
+        "WHERE project_id = ? AND n_labels > 0",
+        [project.id],
+    ).fetchone()
+    return int(min(max(math.ceil(HOLDOUT_SHARE * (labeled + n)) - held, 0), n))
+
+
 def next_items(
     db: sqlite_utils.Database,
     project: Project,
@@ -109,33 +127,52 @@ def next_items(
 ) -> list[dict]:
     """Up to `n` unlabeled items, most useful first: `[{"id", "key", "reason"}]`.
 
-    With a promoted model: smallest margin (or largest entropy) first, then
-    any items the model has not scored yet. Before a model: random order.
+    With a promoted model: random validation items for their share
+    (`validation_slots`), the rest smallest margin (or largest entropy) first,
+    then any items the model has not scored yet. Before a model: random order.
+    Items with a live machine label are left to the model until it is reverted.
     `exclude` holds items this session skipped, so skipping moves on.
+    Every unlabeled item stays reachable: nothing is filtered out for good.
     """
     n = max(int(n), 0)
-    excluded = list(dict.fromkeys(int(i) for i in exclude))
-    skip_sql = f"AND i.id NOT IN ({','.join('?' * len(excluded))})" if excluded else ""
     out: list[dict] = []
+
+    def skip_sql(extra: Sequence[int] = ()) -> tuple[str, list[int]]:
+        taken = list(dict.fromkeys([int(i) for i in exclude] + [r["id"] for r in out]
+                                   + list(extra)))
+        return (f"AND i.id NOT IN ({','.join('?' * len(taken))})" if taken else ""), taken
+
     model_id = promoted_model_id(db, project) if strategy != "random" else None
-    if model_id is not None:
+    if model_id is not None and n:
+        slots = validation_slots(db, project, n)
+        if slots:
+            sql, taken = skip_sql()
+            for row in db.execute(
+                f"""
+                SELECT i.id, i.key FROM items i
+                WHERE i.project_id = ? AND i.holdout = 1 AND i.n_labels = 0 AND i.n_auto = 0
+                {sql} ORDER BY i.rank LIMIT ?
+                """,
+                [project.id, *taken, slots],
+            ):
+                out.append({"id": row[0], "key": row[1], "reason": "validation"})
         order = "p.margin ASC" if strategy == "margin" else "p.entropy DESC"
+        sql, taken = skip_sql()
         for row in db.execute(
             f"""
             SELECT i.id, i.key FROM predictions p JOIN items i ON i.id = p.item_id
-            WHERE p.model_version_id = ? AND i.n_labels = 0 {skip_sql}
-            ORDER BY {order} LIMIT ?
+            WHERE p.model_version_id = ? AND i.holdout = 0 AND i.n_labels = 0 AND i.n_auto = 0
+            {sql} ORDER BY {order} LIMIT ?
             """,
-            [model_id, *excluded, n],
+            [model_id, *taken, n - len(out)],
         ):
             out.append({"id": row[0], "key": row[1], "reason": strategy})
     if len(out) < n:
-        taken = excluded + [r["id"] for r in out]
-        skip_sql = f"AND i.id NOT IN ({','.join('?' * len(taken))})" if taken else ""
+        sql, taken = skip_sql()
         for row in db.execute(
             f"""
             SELECT i.id, i.key FROM items i
-            WHERE i.project_id = ? AND i.n_labels = 0 {skip_sql}
+            WHERE i.project_id = ? AND i.n_labels = 0 AND i.n_auto = 0 {sql}
             ORDER BY i.rank LIMIT ?
             """,
             [project.id, *taken, n - len(out)],

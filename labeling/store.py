@@ -160,7 +160,42 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Automated labeling: machine-label counts and the validation split on each item.
+
+    Items a model labeled leave the human queue (as in Ground Truth) until the
+    auto-labels are reverted; the count is kept on write like `n_labels`.
+    `holdout` marks the random validation items (`labeling.splits`) so the
+    queue can serve them at random, keeping the validation labels a random
+    sample of the data rather than whatever active learning picked.
+    """
+    from labeling.splits import in_holdout
+
+    db.executescript(
+        """
+        ALTER TABLE items ADD COLUMN holdout INTEGER NOT NULL DEFAULT 0;
+        CREATE INDEX items_validation ON items(project_id, holdout, n_labels, rank);
+        ALTER TABLE items ADD COLUMN n_auto INTEGER NOT NULL DEFAULT 0;
+        UPDATE items SET n_auto = (
+            SELECT count(*) FROM annotations a
+            WHERE a.item_id = items.id AND a.retracted_at IS NULL AND a.source = 'auto'
+        );
+        CREATE INDEX annotations_project_source ON annotations(project_id, source, retracted_at);
+        """
+    )
+    held = [pk for pk, project_id, key in db.execute("SELECT id, project_id, key FROM items")
+            if in_holdout(project_id, key)]
+    for start in range(0, len(held), 500):
+        chunk = held[start : start + 500]
+        db.execute(f"UPDATE items SET holdout = 1 WHERE id IN ({','.join('?' * len(chunk))})",
+                   chunk)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -109,3 +109,31 @@ def test_queue_asks_about_the_least_certain_items_first_once_a_model_exists(db, 
 def test_get_project_names_the_projects_there_are(db, project):
     with pytest.raises(GroundworkError, match="projects: emails"):
         get_project(db, "nope")
+
+
+def test_validation_items_keep_a_random_share_of_the_labels(db):
+    """Active learning picks the rest, but a fifth of the answers go to random held-out items,
+    so the accuracy measured on them describes the data, not what the model found hard."""
+    p = create_project(db, "v", "text", classes=["a", "b"])
+    with db.atomic():
+        add_items(db, p, [{"key": f"k{i}", "content": f"text {i}", "sha256": str(i)}
+                          for i in range(300)])
+        mv = db["model_versions"].insert({
+            "project_id": p.id, "version": 1, "created_at": "now", "status": "promoted",
+            "estimator": "test", "metric_name": "balanced_accuracy", "train_size": 0,
+            "snapshot_hash": "-", "artifact_path": "-", "artifact_sha256": "-",
+            "classes": '["a", "b"]'}).last_pk
+    ids = [r[0] for r in db.execute("SELECT id FROM items WHERE project_id = ?", [p.id])]
+    prob = np.random.default_rng(0).uniform(size=len(ids))
+    store_predictions(db, mv, ids, ["a", "b"], np.c_[1 - prob, prob])
+    holdout = {r[0]: r[1] for r in db.execute("SELECT id, holdout FROM items")}
+    assert 0.12 < np.mean(list(holdout.values())) < 0.28  # the hash split is about a fifth
+    reasons = {"validation": [], "margin": []}
+    for _ in range(100):
+        item = next_items(db, p)[0]
+        reasons[item["reason"]].append(item["id"])
+        record_annotation(db, p, item["id"], "a", user="u")
+    assert len(reasons["validation"]) == 20
+    assert all(holdout[i] == 1 for i in reasons["validation"])
+    assert all(holdout[i] == 0 for i in reasons["margin"])
+    assert len(next_items(db, p, n=1000)) == 200  # every other item is still reachable

@@ -90,8 +90,9 @@ def test_text_project_through_the_whole_cli_loop(gw, spam_csv, tmp_path):
     assert trained["holdout"] is None or 0.0 <= trained["holdout"] <= 1.0
 
     # after training the queue serves the least certain items first
-    after = gw.json("next", "mail", "--n", "2")["items"]
-    assert all(i["reason"] == "margin" for i in after)
+    # (a share of random validation items keeps the holdout a random sample)
+    after = [i["reason"] for i in gw.json("next", "mail", "--n", "10")["items"]]
+    assert after.count("margin") >= 7 and set(after) <= {"margin", "validation"}
 
     opened = gw.json("review", "open", "mail", "--below", "0.9")
     assert opened["opened"] >= 1

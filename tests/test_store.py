@@ -43,10 +43,11 @@ def test_upgrading_a_version_1_file_keeps_its_data_and_fills_new_columns(data_di
 
     db = connect(data_dir)
     assert schema_version(db) == SCHEMA_VERSION
-    rows = {r["id"]: r for r in db.query("SELECT id, content, rank, n_labels FROM items")}
+    rows = {r["id"]: r for r in db.query("SELECT id, content, rank, n_labels, n_auto FROM items")}
     assert [rows[i]["content"] for i in (1, 2, 3)] == ["text 1", "text 2", "text 3"]
     assert rows[1]["n_labels"] == 1  # human answer counts
     assert rows[2]["n_labels"] == 0  # auto-labels are not curated
+    assert [rows[i]["n_auto"] for i in (1, 2, 3)] == [0, 1, 0]  # ...but are counted (v3)
     assert len({r["rank"] for r in rows.values()}) == 3  # every item got its own queue rank
     assert db["annotations"].count == 2
 
