@@ -22,6 +22,8 @@ sidebar_frame(db)
 pages = [
     st.Page("labeling/pages/projects.py", title="Projects", icon=":material/folder:", default=True),
     st.Page("labeling/pages/label.py", title="Label", icon=":material/label:", url_path="label"),
+    st.Page("labeling/pages/autolabel.py", title="Auto-label", icon=":material/bolt:",
+            url_path="autolabel"),
     st.Page("review/pages/review_tasks.py", title="Review", icon=":material/fact_check:",
             url_path="review"),
     st.Page("automl/pages/train.py", title="Train", icon=":material/model_training:",

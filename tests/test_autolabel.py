@@ -158,3 +158,29 @@ def test_cli_autolabel_json_contract(db, digits_table, data_dir, capsys):
     assert "from 0.5 up to" in gw.fails("autolabel", "dt", "--target-accuracy", "1.5")
     frame = pd.DataFrame(db.query("SELECT source, count(*) n FROM annotations GROUP BY source"))
     assert set(frame["source"]) == {"human", "auto"}
+
+
+def test_autolabel_page_shows_the_plan_runs_and_reverts(db, digits_table, data_dir, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_pages import ROOT_DIR
+
+    monkeypatch.setenv("GROUNDWORK_DATA", str(data_dir))
+    at = AppTest.from_file(str(ROOT_DIR / "labeling/pages/autolabel.py"), default_timeout=60)
+    at.session_state["project_name"] = "dt"
+    at.run()
+    assert not at.exception
+    at.number_input(key="autolabel-target").set_value(0.85).run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Validation labels"]) >= 59
+    plan = plan_autolabel(db, get_project(db, "dt"), 0.85)
+    assert metrics["Would label"] == f"{plan['would_label']} of {plan['pool_size']}"
+    next(b for b in at.button if b.key == "autolabel-run").click().run()
+    assert not at.exception
+    labeled = db.execute("SELECT count(*) FROM annotations WHERE source = 'auto' AND "
+                         "retracted_at IS NULL").fetchone()[0]
+    assert labeled == plan["would_label"] > 0
+    assert f"Labeled {labeled} items by machine" in at.success[0].value
+    next(b for b in at.button if b.key == "autolabel-revert").click().run()
+    assert db.execute("SELECT count(*) FROM annotations WHERE source = 'auto' AND "
+                      "retracted_at IS NULL").fetchone()[0] == 0

@@ -24,10 +24,15 @@ st.caption(
 
 models = list_models(db, project)
 budget = st.number_input("Search time budget (seconds)", min_value=5, max_value=3600, value=30)
+include_auto = st.checkbox(
+    "Also train on machine (auto) labels", value=False, key="include-auto",
+    help="Off by default: machine labels can reinforce the model's own mistakes. "
+    "They are never used to measure a model.",
+)
 label = "Retrain from corrected labels" if models else "Train model"
 if st.button(label, key="train", type="primary"):
     try:
-        start_training(db, project, budget=float(budget))
+        start_training(db, project, budget=float(budget), include_auto=include_auto)
     except GroundworkError as exc:
         st.error(str(exc))
 

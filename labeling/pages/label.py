@@ -11,6 +11,7 @@ import time
 import streamlit as st
 
 from labeling.annotations import record_annotation, retract_annotation
+from labeling.autolabel import auto_label_count
 from labeling.items import get_item
 from labeling.pages.common import current_project, current_user, get_db, shortcut_for, show_item
 from labeling.projects import Project, project_counts
@@ -90,10 +91,20 @@ def labeling_loop() -> None:
         text=f"{counts['labeled']} of {counts['items']} items labeled",
     )
     if state["current"] is None:
-        st.success("Every item has a label. Train a model on the **Train** page.")
+        machine = auto_label_count(db, project)
+        st.success(
+            "Every item has a label"
+            + (f" ({machine} from the model: see **Auto-label** to revert them)" if machine
+               else "")
+            + ". Train a model on the **Train** page."
+        )
         return
     item = get_item(db, project, state["current"])
-    chosen_by = "model uncertainty" if state.get("reason") not in (None, "random") else "random"
+    chosen_by = {
+        "margin": "model uncertainty (margin)",
+        "entropy": "model uncertainty (entropy)",
+        "validation": "random validation sample (keeps the accuracy estimates honest)",
+    }.get(state.get("reason") or "random", "random order")
     st.caption(f"Item {item.id} · chosen by {chosen_by}")
     show_item(db, project, item)
     model_id = promoted_model_id(db, project)
@@ -117,12 +128,21 @@ def labeling_loop() -> None:
                     label, key=f"cls-{i}", shortcut=shortcut_for(i),
                     on_click=_answer, args=(project, [label]),
                 )
+    suggested = [c for c in (suggestion or {}).get("predicted", []) if c in project.classes]
     with st.container(horizontal=True, key="actions"):
         if project.multi_label:
+            # Enter submits the toggled classes, or accepts the suggestion if none are toggled.
             st.button(
-                "Submit", key="submit", shortcut="Enter", type="primary",
-                on_click=lambda: _answer(project, list(state["selected"])),
-                disabled=not state["selected"],
+                "Submit" if state["selected"] or not suggested else
+                f"Accept {', '.join(suggested)}",
+                key="submit", shortcut="Enter", type="primary",
+                on_click=lambda: _answer(project, list(state["selected"]) or suggested),
+                disabled=not (state["selected"] or suggested),
+            )
+        elif suggested:
+            st.button(
+                f"Accept {suggested[0]}", key="accept", shortcut="Enter", type="primary",
+                on_click=_answer, args=(project, suggested[:1]),
             )
         st.button("Skip", key="skip", shortcut="S", on_click=_skip, args=(project,))
         st.button("Undo", key="undo", shortcut="U", on_click=_undo, args=(project,),

@@ -20,7 +20,7 @@ def test_first_run_seeds_the_digits_demo_and_a_keypress_labels_it(page, tmp_path
         # The projects table is drawn on a canvas; its accessible cells carry the text.
         expect(page.get_by_test_id("glide-cell-0-0")).to_have_text("digits-demo",
                                                                    timeout=60_000)
-        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Label").click()
+        page.get_by_test_id("stSidebarNav").get_by_role("link", name="Label", exact=True).click()
         expect(page.get_by_role("heading", name=re.compile("^Label · digits-demo"))).to_be_visible()
         expect(page.get_by_text("0 of 1797 items labeled")).to_be_visible()
         expect(page.get_by_test_id("stImage").first).to_be_visible()

@@ -52,7 +52,7 @@ def current_key(page) -> str:
 
 
 def go(page, title: str) -> None:
-    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title, exact=True).click()
     expect(page.get_by_role("heading", name=re.compile(rf"^{title}"))).to_be_visible()
 
 
@@ -77,6 +77,7 @@ def test_whole_loop_import_label_train_review_retrain(app_server, page, tmp_path
 
     # 2. Label with the keyboard: "1" is class 0, "2" is class 1; undo once with "u".
     go(page, "Label")
+    page.locator('[data-test-script-state="notRunning"]').wait_for()
     labeled = 0
     for _ in range(12):
         key = current_key(page)
@@ -110,7 +111,8 @@ def test_whole_loop_import_label_train_review_retrain(app_server, page, tmp_path
     model = query(data, "SELECT id, status, train_size, holdout_size FROM model_versions")
     assert len(model) == 1 and model[0][1] == "promoted"
     assert model[0][2] + model[0][3] == 12
-    assert count(data, "SELECT count(*) FROM predictions WHERE model_version_id = ?",
+    assert count(data, "SELECT count(*) FROM predictions p JOIN items i ON i.id = p.item_id "
+                       "WHERE p.model_version_id = ? AND i.n_labels = 0",
                  (model[0][0],)) == 20  # the unlabeled pool is scored
 
     # 4. Review: flag every prediction (threshold 1.0), correct one with the keyboard.
@@ -124,6 +126,7 @@ def test_whole_loop_import_label_train_review_retrain(app_server, page, tmp_path
     expect(page.get_by_text("Opened 20 review tasks")).to_be_visible()
     # Shortcuts are ignored while a form control has focus: take it off the slider/button.
     page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.locator('[data-test-script-state="notRunning"]').wait_for()
     key = current_key(page)
     page.keyboard.press("1" if key.startswith("0/") else "2")
     expect(page.get_by_text(re.compile(r"^19 open · 1 completed"))).to_be_visible()

@@ -1,0 +1,86 @@
+"""Auto-label page: label the confident rest with the promoted model, at a certified accuracy."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from labeling.autolabel import (
+    auto_label_count,
+    plan_autolabel,
+    revert_auto_labels,
+    run_autolabel,
+)
+from labeling.errors import GroundworkError
+from labeling.pages.common import current_project, get_db
+
+db = get_db()
+project = current_project(db)
+st.title(f"Auto-label · {project.name}")
+st.caption(
+    "The promoted model labels every unlabeled item whose confidence is above a threshold. "
+    "The threshold is chosen so that a lower confidence bound on the accuracy of those labels, "
+    "measured on held-out human labels the model never trained on, reaches your target. "
+    "Machine labels are marked as such everywhere and are not used for training unless you "
+    "opt in."
+)
+
+left, right = st.columns(2)
+target = left.number_input("Target accuracy", min_value=0.5, max_value=0.999, value=0.95,
+                           step=0.01, format="%.3f", key="autolabel-target")
+confidence = right.selectbox("Confidence of the bound", [0.9, 0.95, 0.99], index=1,
+                             format_func=lambda c: f"{c:.0%}", key="autolabel-confidence")
+try:
+    plan = plan_autolabel(db, project, float(target), float(confidence))
+except GroundworkError as exc:
+    st.info(str(exc))
+    st.stop()
+
+cols = st.columns(5)
+cols[0].metric("Validation labels", plan["validation_size"])
+cols[1].metric("Threshold", "none" if plan["threshold"] is None else f"{plan['threshold']:.3f}")
+cols[2].metric("Accuracy", "n/a" if plan["estimated_accuracy"] is None
+               else f"{plan['estimated_accuracy']:.3f}")
+cols[3].metric(f"At least ({confidence:.0%})", "n/a" if plan["lower_bound"] is None
+               else f"{plan['lower_bound']:.3f}")
+cols[4].metric("Would label", f"{plan['would_label']} of {plan['pool_size']}")
+st.caption(plan["how_measured"] + ".")
+if plan["threshold"] is None:
+    st.warning(plan["reason"])
+
+if plan["curve"]:
+    curve = pd.DataFrame(plan["curve"])
+    chart = curve[["coverage", "accuracy", "lower_bound"]].rename(
+        columns={"accuracy": "validation accuracy", "lower_bound": "lower bound"})
+    chart["target"] = float(target)
+    st.subheader("Coverage against accuracy")
+    st.line_chart(chart, x="coverage", y=["validation accuracy", "lower bound", "target"],
+                  x_label="share of the unlabeled pool labeled by the model",
+                  y_label="accuracy on held-out human labels")
+    if plan["threshold"] is not None:
+        st.caption(
+            f"Chosen point: confidence ≥ {plan['threshold']:.3f} covers "
+            f"{plan['coverage']:.1%} of the pool with accuracy {plan['estimated_accuracy']:.3f} "
+            f"on {plan['validation_above_threshold']} validation labels."
+        )
+
+existing = auto_label_count(db, project)
+with st.container(horizontal=True):
+    if st.button(f"Auto-label {plan['would_label']} items", key="autolabel-run", type="primary",
+                 disabled=plan["threshold"] is None):
+        result = run_autolabel(db, project, float(target), float(confidence))
+        st.session_state["autolabel-message"] = (
+            f"Labeled {result['auto_labeled']} items by machine"
+            + (f" (replacing {result['reverted']} earlier machine labels)"
+               if result["reverted"] else "")
+        )
+        st.rerun()
+    if st.button(f"Revert all {existing} machine labels", key="autolabel-revert",
+                 disabled=existing == 0):
+        st.session_state["autolabel-message"] = (
+            f"Reverted {revert_auto_labels(db, project)} machine labels"
+        )
+        st.rerun()
+if message := st.session_state.pop("autolabel-message", None):
+    st.success(message)
+st.caption(f"{auto_label_count(db, project)} items currently carry a machine label.")
