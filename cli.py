@@ -288,6 +288,30 @@ def cmd_autolabel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from automl.simulate import simulate
+
+    db = _open(args)
+    project = _project(db, args.project)
+    result = simulate(db, project, strategy=args.strategy, budget=args.budget, batch=args.batch,
+                      seed=args.seed)
+    if args.compare_random and args.strategy != "random":
+        baseline = simulate(db, project, strategy="random", budget=args.budget,
+                            batch=args.batch, seed=args.seed)
+        result["random_curve"] = baseline["curve"]
+    if args.json:
+        _print_json(result)
+        return 0
+    print(f"{result['strategy']} on {project.name}: {result['how_measured']}")
+    baseline = {p["labels"]: p["accuracy"] for p in result.get("random_curve", [])}
+    for point in result["curve"]:
+        extra = f"\trandom {baseline[point['labels']]:.3f}" if point["labels"] in baseline else ""
+        print(f"{point['labels']:6d} labels\taccuracy {point['accuracy']:.3f}{extra}")
+    if result["stop_hint"]:
+        print(f"the curve flattens after about {result['stop_hint']} labels")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from labeling.demo import seed_demo
 
@@ -429,6 +453,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confidence of the lower bound on that accuracy (default 0.95)")
     p.add_argument("--dry-run", action="store_true", help="show what would be labeled")
     p.add_argument("--revert", action="store_true", help="take back every machine label")
+
+    p = add("simulate", cmd_simulate,
+            "replay labeling with the hidden gold as annotator: a learning curve per strategy")
+    p.add_argument("project")
+    p.add_argument("--strategy", default="margin",
+                   choices=["uncertainty", "margin", "entropy", "random", "batch"])
+    p.add_argument("--budget", type=int, default=200, help="labels to spend")
+    p.add_argument("--batch", type=int, default=10, help="labels per round")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare-random", action="store_true",
+                   help="also run random sampling on the same split (random_curve)")
 
     add("demo", cmd_demo, "seed the demo project (digits rendered to PNG)")
 
