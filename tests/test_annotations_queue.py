@@ -137,3 +137,15 @@ def test_validation_items_keep_a_random_share_of_the_labels(db):
     assert all(holdout[i] == 1 for i in reasons["validation"])
     assert all(holdout[i] == 0 for i in reasons["margin"])
     assert len(next_items(db, p, n=1000)) == 200  # every other item is still reachable
+
+
+def test_labels_per_hour_comes_from_the_recorded_time_per_answer(db, project):
+    from labeling.annotations import labels_per_hour
+
+    for item_id, user, ms in ((1, "ann", 2000), (2, "ann", 4000), (3, "bob", 1000)):
+        record_annotation(db, project, item_id, "ham", user=user, duration_ms=ms)
+    record_annotation(db, project, 4, "ham", user="model", source="auto", confidence=0.99)
+    pace = labels_per_hour(db, project).set_index("user")
+    assert set(pace.index) == {"ann", "bob"}  # machine labels are not anybody's pace
+    assert pace.loc["ann", "labels_per_hour"] == pytest.approx(2 * 3600 / 6)
+    assert pace.loc["bob", "labels_per_hour"] == pytest.approx(3600)

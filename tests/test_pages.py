@@ -56,6 +56,8 @@ def test_label_page_records_answers_skips_and_undoes(store):
     assert len(rows) == 1 and rows[0]["labels"] == '["spam"]' and rows[0]["user"] == "ann"
     assert rows[0]["content"] == shown and rows[0]["duration_ms"] >= 0
     assert at.text[0].value != shown  # auto-advanced
+    pace = at.dataframe[0].value  # the pace table (text items are shown with st.text)
+    assert pace.set_index("user").loc["ann", "answers"] == 1
 
     skipped = at.text[0].value
     button(at, "skip").click().run()

@@ -10,7 +10,7 @@ import time
 
 import streamlit as st
 
-from labeling.annotations import record_annotation, retract_annotation
+from labeling.annotations import labels_per_hour, record_annotation, retract_annotation
 from labeling.autolabel import auto_label_count
 from labeling.items import get_item
 from labeling.pages.common import current_project, current_user, get_db, shortcut_for, show_item
@@ -152,3 +152,12 @@ def labeling_loop() -> None:
 
 
 labeling_loop()
+
+with st.expander("Pace: labels per hour, per person"):
+    pace = labels_per_hour(db, project)
+    if pace.empty:
+        st.caption("No answers yet.")
+    else:
+        st.caption("From the time each answer took (item shown to answer saved).")
+        st.dataframe(pace.rename(columns={"ms": "total ms"}), hide_index=True,
+                     key="pace-table")
