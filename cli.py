@@ -109,7 +109,7 @@ def cmd_next(args: argparse.Namespace) -> int:
 
     db = _open(args)
     project = _project(db, args.project)
-    items = next_items(db, project, n=args.n, strategy=args.strategy)
+    items = next_items(db, project, n=args.n, strategy=args.strategy, user=args.user)
     if args.json:
         _print_json({"items": items})
     else:
@@ -312,6 +312,38 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from labeling.projects import set_annotations_per_item
+
+    db = _open(args)
+    project = _project(db, args.project)
+    if args.annotations_per_item is not None:
+        project = set_annotations_per_item(db, project, args.annotations_per_item)
+    result = {"project": project.name, "annotations_per_item": project.annotations_per_item,
+              "classes": project.classes, "modality": project.modality, "task": project.task}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"{project.name}: {project.annotations_per_item} answer(s) wanted per item")
+    return 0
+
+
+def cmd_agreement(args: argparse.Namespace) -> int:
+    from labeling.consolidation import agreement
+
+    db = _open(args)
+    report = agreement(db, _project(db, args.project))
+    if args.json:
+        _print_json(report)
+        return 0
+    alpha = "n/a" if report["alpha"] is None else f"{report['alpha']:.3f}"
+    print(f"Krippendorff's alpha {alpha} over {report['items_with_overlap']} shared items")
+    for a in report["annotators"]:
+        print(f"{a['user']}\t{a['answers']} answers\tagreement {a['agreement_with_consensus']}"
+              f"\tgold accuracy {a['gold_accuracy']}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from labeling.demo import seed_demo
 
@@ -464,6 +496,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compare-random", action="store_true",
                    help="also run random sampling on the same split (random_curve)")
+
+    p = add("settings", cmd_settings, "show or change a project's settings")
+    p.add_argument("project")
+    p.add_argument("--annotations-per-item", type=int,
+                   help="how many people answer each item (1-5); answers are consolidated")
+
+    p = add("agreement", cmd_agreement,
+            "inter-annotator agreement and each annotator's record (gold accuracy)")
+    p.add_argument("project")
 
     add("demo", cmd_demo, "seed the demo project (digits rendered to PNG)")
 

@@ -175,6 +175,7 @@ def current_labels(
         answers = answers[answers["source"].isin(CURATED_SOURCES)]
     if answers.empty:
         return answers
+    answers = _consolidated(answers, project.annotations_per_item)
     answers = answers.assign(curated=answers["source"].isin(CURATED_SOURCES))
     answers = answers.sort_values(["item_id", "curated", "id"])
     return (
@@ -183,6 +184,36 @@ def current_labels(
         .sort_values("item_id")
         .reset_index(drop=True)
     )
+
+
+def _consolidated(answers: pd.DataFrame, wanted: int) -> pd.DataFrame:
+    """Replace several people's answers to an item by their consolidated answer.
+
+    When a project wants k > 1 answers per item, an item whose human answers
+    come from fewer than k people is not consolidated yet and does not count.
+    """
+    human = answers[answers["source"] == "human"]
+    if human.empty:
+        return answers
+    latest = human.sort_values("id").drop_duplicates(["item_id", "user"], keep="last")
+    people = latest.groupby("item_id")["user"].nunique()
+    shared = people[people >= 2].index
+    waiting = people[people < wanted].index if wanted > 1 else people.index[:0]
+    if shared.empty and waiting.empty:
+        return answers
+    keep = answers[~((answers["source"] == "human")
+                     & answers["item_id"].isin(shared.union(waiting)))]
+    ready = shared.difference(waiting)
+    if ready.empty:
+        return keep
+    from labeling.consolidation import consolidate
+
+    consensus = consolidate(latest).set_index("item_id")
+    rows = latest[latest["item_id"].isin(ready)].groupby("item_id").tail(1).copy()
+    rows["labels"] = rows["item_id"].map(consensus["labels"])
+    rows["confidence"] = rows["item_id"].map(consensus["confidence"])
+    rows["user"] = "consensus"
+    return pd.concat([keep, rows], ignore_index=True)
 
 
 def labels_per_hour(db: sqlite_utils.Database, project: Project) -> pd.DataFrame:

@@ -23,6 +23,7 @@ class Project:
     classes: list[str]
     instructions: str
     created_at: str
+    annotations_per_item: int = 1
 
     @property
     def multi_label(self) -> bool:
@@ -38,6 +39,7 @@ def _from_row(row: dict) -> Project:
         classes=json.loads(row["classes"]),
         instructions=row["instructions"],
         created_at=row["created_at"],
+        annotations_per_item=int(row.get("annotations_per_item") or 1),
     )
 
 
@@ -127,6 +129,15 @@ def set_classes(db: sqlite_utils.Database, project: Project, classes: list[str])
         )
     with db.atomic():
         db["projects"].update(project.id, {"classes": json.dumps(new)})
+    return get_project(db, project.id)
+
+
+def set_annotations_per_item(db: sqlite_utils.Database, project: Project, k: int) -> Project:
+    """How many people should answer each item (1-5); their answers are consolidated."""
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 5:
+        raise GroundworkError(f"annotations per item must be a whole number from 1 to 5, not {k!r}")
+    with db.atomic():
+        db["projects"].update(project.id, {"annotations_per_item": k})
     return get_project(db, project.id)
 
 

@@ -124,6 +124,7 @@ def next_items(
     n: int = 1,
     strategy: str = "margin",
     exclude: Sequence[int] = (),
+    user: str | None = None,
 ) -> list[dict]:
     """Up to `n` unlabeled items, most useful first: `[{"id", "key", "reason"}]`.
 
@@ -133,9 +134,22 @@ def next_items(
     Items with a live machine label are left to the model until it is reverted.
     `exclude` holds items this session skipped, so skipping moves on.
     Every unlabeled item stays reachable: nothing is filtered out for good.
+
+    When a project wants several answers per item, an item stays in the queue
+    until it has them, and `user` is never offered an item they answered.
     """
     n = max(int(n), 0)
     out: list[dict] = []
+    wanted = project.annotations_per_item
+    if wanted <= 1:
+        open_sql, open_args = "i.n_labels = 0 AND i.n_auto = 0", []
+    else:
+        open_sql = "i.n_labels < ? AND i.n_auto = 0"
+        open_args: list = [wanted]
+        if user:
+            open_sql += (" AND NOT EXISTS (SELECT 1 FROM annotations a WHERE a.item_id = i.id "
+                         "AND a.user = ? AND a.retracted_at IS NULL)")
+            open_args.append(user)
 
     def skip_sql(extra: Sequence[int] = ()) -> tuple[str, list[int]]:
         taken = list(dict.fromkeys([int(i) for i in exclude] + [r["id"] for r in out]
@@ -150,10 +164,10 @@ def next_items(
             for row in db.execute(
                 f"""
                 SELECT i.id, i.key FROM items i
-                WHERE i.project_id = ? AND i.holdout = 1 AND i.n_labels = 0 AND i.n_auto = 0
+                WHERE i.project_id = ? AND i.holdout = 1 AND {open_sql}
                 {sql} ORDER BY i.rank LIMIT ?
                 """,
-                [project.id, *taken, slots],
+                [project.id, *open_args, *taken, slots],
             ):
                 out.append({"id": row[0], "key": row[1], "reason": "validation"})
         order = "p.margin ASC" if strategy == "margin" else "p.entropy DESC"
@@ -161,10 +175,10 @@ def next_items(
         for row in db.execute(
             f"""
             SELECT i.id, i.key FROM predictions p JOIN items i ON i.id = p.item_id
-            WHERE p.model_version_id = ? AND i.holdout = 0 AND i.n_labels = 0 AND i.n_auto = 0
+            WHERE p.model_version_id = ? AND i.holdout = 0 AND {open_sql}
             {sql} ORDER BY {order} LIMIT ?
             """,
-            [model_id, *taken, n - len(out)],
+            [model_id, *open_args, *taken, n - len(out)],
         ):
             out.append({"id": row[0], "key": row[1], "reason": strategy})
     if len(out) < n:
@@ -172,10 +186,10 @@ def next_items(
         for row in db.execute(
             f"""
             SELECT i.id, i.key FROM items i
-            WHERE i.project_id = ? AND i.n_labels = 0 AND i.n_auto = 0 {sql}
+            WHERE i.project_id = ? AND {open_sql} {sql}
             ORDER BY i.rank LIMIT ?
             """,
-            [project.id, *taken, n - len(out)],
+            [project.id, *open_args, *taken, n - len(out)],
         ):
             out.append({"id": row[0], "key": row[1], "reason": "random"})
     return out

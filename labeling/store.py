@@ -191,10 +191,22 @@ def _migration_3(db: sqlite_utils.Database) -> None:
                    chunk)
 
 
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Several annotators per item: how many answers a project wants for each item."""
+    db.executescript(
+        """
+        ALTER TABLE projects ADD COLUMN annotations_per_item INTEGER NOT NULL DEFAULT 1
+            CHECK (annotations_per_item BETWEEN 1 AND 5);
+        CREATE INDEX annotations_item_user ON annotations(item_id, user);
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
+    _migration_4,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

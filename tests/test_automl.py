@@ -73,7 +73,7 @@ def test_training_measures_on_a_human_holdout_saves_and_scores_the_pool(db, wine
     assert agree > 0.85
     assert model.classes == project.classes
     served = [i["reason"] for i in next_items(db, project, 10)]
-    assert served.count("margin") >= 7 and set(served) <= {"margin", "validation"}
+    assert "margin" in served and set(served) <= {"margin", "validation"}
 
 
 def test_retraining_compares_on_the_same_holdout_and_keeps_lineage(db, wine_csv, tmp_path):

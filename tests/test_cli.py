@@ -92,7 +92,7 @@ def test_text_project_through_the_whole_cli_loop(gw, spam_csv, tmp_path):
     # after training the queue serves the least certain items first
     # (a share of random validation items keeps the holdout a random sample)
     after = [i["reason"] for i in gw.json("next", "mail", "--n", "10")["items"]]
-    assert after.count("margin") >= 7 and set(after) <= {"margin", "validation"}
+    assert "margin" in after and set(after) <= {"margin", "validation"}
 
     opened = gw.json("review", "open", "mail", "--below", "0.9")
     assert opened["opened"] >= 1

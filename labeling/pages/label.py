@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import time
 
+import pandas as pd
 import streamlit as st
 
 from labeling.annotations import labels_per_hour, record_annotation, retract_annotation
 from labeling.autolabel import auto_label_count
+from labeling.consolidation import agreement
 from labeling.items import get_item
 from labeling.pages.common import current_project, current_user, get_db, shortcut_for, show_item
-from labeling.projects import Project, project_counts
+from labeling.projects import Project, project_counts, set_annotations_per_item
 from labeling.queue import next_items, prediction_for, promoted_model_id
 
 db = get_db()
@@ -78,10 +80,10 @@ def _toggle(project: Project, label: str) -> None:
 def labeling_loop() -> None:
     state = _state(project)
     if state["current"] is None:
-        picked = next_items(db, project, n=1, exclude=state["skipped"])
+        picked = next_items(db, project, n=1, exclude=state["skipped"], user=current_user())
         if not picked and state["skipped"]:
             state["skipped"] = []
-            picked = next_items(db, project, n=1)
+            picked = next_items(db, project, n=1, user=current_user())
         state["current"] = picked[0]["id"] if picked else None
         state["reason"] = picked[0]["reason"] if picked else None
         state["shown_at"] = time.monotonic()
@@ -152,6 +154,21 @@ def labeling_loop() -> None:
 
 
 labeling_loop()
+
+with st.expander("Annotators: answers per item and agreement"):
+    wanted = st.number_input("Answers wanted per item", min_value=1, max_value=5,
+                             value=project.annotations_per_item, key="answers-per-item",
+                             help="Each item goes to this many different people; their "
+                             "answers are consolidated (Dawid-Skene, majority as fallback).")
+    if int(wanted) != project.annotations_per_item:
+        set_annotations_per_item(db, project, int(wanted))
+        st.rerun()
+    report = agreement(db, project)
+    if report["alpha"] is not None:
+        st.caption(f"Krippendorff's alpha {report['alpha']:.3f} over "
+                   f"{report['items_with_overlap']} items answered by two or more people.")
+    if report["annotators"]:
+        st.dataframe(pd.DataFrame(report["annotators"]), hide_index=True, key="annotators")
 
 with st.expander("Pace: labels per hour, per person"):
     pace = labels_per_hour(db, project)
