@@ -27,5 +27,9 @@ lint: $(STAMP)
 test: $(STAMP) chromium lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
+benchmarks: $(STAMP)
+	$(PYTHON) benchmarks/label_efficiency.py --seeds 2 --batch 20 --budget 500
+	$(PYTHON) benchmarks/autolabel_accuracy.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info
