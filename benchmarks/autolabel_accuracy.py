@@ -23,7 +23,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from label_efficiency import cancer_source, digits_source, fashion_source, spam_source  # noqa: E402
+from label_efficiency import (  # noqa: E402
+    cancer_source,
+    digits_source,
+    fashion_source,
+    spam_source,
+    write_results,
+)
 
 from automl.training import train_project  # noqa: E402
 from labeling.annotations import record_annotation  # noqa: E402
@@ -93,10 +99,7 @@ def main() -> int:
             entry = one(name, made, work, labels, args.target, args.budget)
             results["datasets"][name] = entry
             print(name, json.dumps(entry), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print(f"wrote {out}")
+    write_results(results, args.out)
     return 0
 
 

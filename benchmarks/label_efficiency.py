@@ -231,11 +231,16 @@ def main() -> int:
     results = run(args.seeds, args.strategies.split(","), args.budget, args.batch)
     results["seconds"] = round(time.monotonic() - started, 1)
     results["command"] = " ".join(["benchmarks/label_efficiency.py", *sys.argv[1:]])
-    out = Path(args.out)
+    write_results(results, args.out)
+    return 0
+
+
+def write_results(results: dict, out: str | Path) -> None:
+    """Results as indented JSON, the file the README's tables are copied from."""
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1))
     print(f"wrote {out}")
-    return 0
 
 
 if __name__ == "__main__":
