@@ -135,3 +135,27 @@ def test_review_page_opens_tasks_and_accepts_with_the_accept_button(store):
     button(at, "review-undo").click().run()
     assert db.execute("SELECT count(*) FROM review_tasks WHERE status = 'completed'"
                       ).fetchone()[0] == 1
+
+
+def test_label_history_back_change_forward_and_backspace_undo(store):
+    db, project = store
+    at = page("labeling/pages/label.py")
+    first = at.text[0].value
+    button(at, "cls-1").click().run()  # first item: spam
+    second = at.text[0].value
+    button(at, "cls-0").click().run()  # second item: ham
+    button(at, "back").click().run()
+    assert "Your answer 2 of 2" in at.info[0].value and at.text[0].value == second
+    button(at, "back").click().run()
+    assert "Your answer 1 of 2" in at.info[0].value and at.text[0].value == first
+    button(at, "cls-0").click().run()  # change the first answer to ham
+    assert "Your answer 2 of 2" in at.info[0].value  # moved on to the next answer
+    live = list(db.query("SELECT i.content, a.labels FROM annotations a JOIN items i "
+                         "ON i.id = a.item_id WHERE a.retracted_at IS NULL ORDER BY a.id"))
+    assert {r["content"]: r["labels"] for r in live} == {first: '["ham"]', second: '["ham"]'}
+    assert db["annotations"].count == 3  # the replaced answer stays on record, retracted
+    button(at, "forward").click().run()
+    assert not at.info and at.text[0].value not in (first, second)  # back to the queue
+    button(at, "undo-backspace").click().run()  # Backspace undoes like U
+    assert db.execute("SELECT count(*) FROM annotations WHERE retracted_at IS NULL"
+                      ).fetchone()[0] == 1

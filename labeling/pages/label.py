@@ -6,12 +6,18 @@ item comes from `next_items`, an indexed query over stored model scores.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pandas as pd
 import streamlit as st
 
-from labeling.annotations import labels_per_hour, record_annotation, retract_annotation
+from labeling.annotations import (
+    labels_per_hour,
+    recent_annotations,
+    record_annotation,
+    retract_annotation,
+)
 from labeling.autolabel import auto_label_count
 from labeling.consolidation import agreement
 from labeling.items import get_item
@@ -31,12 +37,15 @@ def _state(project: Project) -> dict:
     return st.session_state.setdefault(
         f"label-{project.id}",
         {"current": None, "skipped": [], "history": [], "shown_at": None, "selected": [],
-         "message": None},
+         "message": None, "cursor": None},
     )
 
 
 def _answer(project: Project, labels: list[str]) -> None:
     state = _state(project)
+    if state.get("cursor") is not None and labels:
+        _change(project, labels)
+        return
     item_id = state["current"]
     if item_id is None or not labels:
         return
@@ -49,8 +58,45 @@ def _answer(project: Project, labels: list[str]) -> None:
     state["current"], state["selected"] = None, []
 
 
+def _change(project: Project, labels: list[str]) -> None:
+    """A new answer to an item from the history replaces the old one (which stays on record)."""
+    state = _state(project)
+    old_id, item_id = state["history"][state["cursor"]]
+    new_id = record_annotation(db, project, item_id, labels, user=current_user(),
+                               source="human", duration_ms=None)
+    retract_annotation(db, project, old_id)
+    state["history"][state["cursor"]] = (new_id, item_id)
+    state["message"] = f"Changed to {', '.join(labels)}"
+    state["selected"] = []
+    _forward(project)
+
+
+def _back(project: Project) -> None:
+    """Left arrow: look at (and possibly change) earlier answers of this session."""
+    state = _state(project)
+    if not state["history"]:
+        state["message"] = "No earlier answers in this session"
+        return
+    cursor = state.get("cursor")
+    state["cursor"] = len(state["history"]) - 1 if cursor is None else max(cursor - 1, 0)
+    state["selected"] = []
+
+
+def _forward(project: Project) -> None:
+    """Right arrow: the next answer in the history, then back to the queue."""
+    state = _state(project)
+    cursor = state.get("cursor")
+    if cursor is None:
+        return
+    state["cursor"] = cursor + 1 if cursor + 1 < len(state["history"]) else None
+    state["selected"] = []
+
+
 def _skip(project: Project) -> None:
     state = _state(project)
+    if state.get("cursor") is not None:
+        _forward(project)
+        return
     if state["current"] is not None:
         state["skipped"].append(state["current"])
     state["message"] = "Skipped"
@@ -63,6 +109,7 @@ def _undo(project: Project) -> None:
         state["message"] = "Nothing to undo"
         return
     annotation_id, item_id = state["history"].pop()
+    state["cursor"] = None
     retract_annotation(db, project, annotation_id)
     state["message"] = "Undone: the item is back"
     state["current"], state["selected"], state["shown_at"] = item_id, [], time.monotonic()
@@ -76,46 +123,8 @@ def _toggle(project: Project, label: str) -> None:
         selected.append(label)
 
 
-@st.fragment
-def labeling_loop() -> None:
-    state = _state(project)
-    if state["current"] is None:
-        picked = next_items(db, project, n=1, exclude=state["skipped"], user=current_user())
-        if not picked and state["skipped"]:
-            state["skipped"] = []
-            picked = next_items(db, project, n=1, user=current_user())
-        state["current"] = picked[0]["id"] if picked else None
-        state["reason"] = picked[0]["reason"] if picked else None
-        state["shown_at"] = time.monotonic()
-    counts = project_counts(db, project)
-    st.progress(
-        counts["labeled"] / counts["items"] if counts["items"] else 0.0,
-        text=f"{counts['labeled']} of {counts['items']} items labeled",
-    )
-    if state["current"] is None:
-        machine = auto_label_count(db, project)
-        st.success(
-            "Every item has a label"
-            + (f" ({machine} from the model: see **Auto-label** to revert them)" if machine
-               else "")
-            + ". Train a model on the **Train** page."
-        )
-        return
-    item = get_item(db, project, state["current"])
-    chosen_by = {
-        "margin": "model uncertainty (margin)",
-        "entropy": "model uncertainty (entropy)",
-        "validation": "random validation sample (keeps the accuracy estimates honest)",
-    }.get(state.get("reason") or "random", "random order")
-    st.caption(f"Item {item.id} · chosen by {chosen_by}")
-    show_item(db, project, item)
-    model_id = promoted_model_id(db, project)
-    suggestion = prediction_for(db, model_id, item.id) if model_id else None
-    if suggestion:
-        st.caption(
-            f"Model suggests **{', '.join(suggestion['predicted']) or '(none)'}** "
-            f"(confidence {suggestion['confidence']:.2f})"
-        )
+def _buttons(project: Project, state: dict, suggestion: dict | None) -> None:
+    """Classes 1..9, Enter, S, U/Backspace and the arrows: every action has a key."""
     with st.container(horizontal=True, key="class-buttons"):
         for i, label in enumerate(project.classes):
             if project.multi_label:
@@ -149,9 +158,77 @@ def labeling_loop() -> None:
         st.button("Skip", key="skip", shortcut="S", on_click=_skip, args=(project,))
         st.button("Undo", key="undo", shortcut="U", on_click=_undo, args=(project,),
                   disabled=not state["history"])
+        st.button("Undo", key="undo-backspace", shortcut="Backspace", on_click=_undo,
+                  args=(project,), disabled=not state["history"], type="tertiary")
+        st.button("Back", key="back", shortcut="Left", on_click=_back, args=(project,),
+                  disabled=not state["history"] or state.get("cursor") == 0)
+        st.button("Forward", key="forward", shortcut="Right", on_click=_forward,
+                  args=(project,), disabled=state.get("cursor") is None)
     if state.get("message"):
         st.caption(state["message"])
 
+
+def _show_history(project: Project, state: dict) -> None:
+    cursor = state["cursor"]
+    annotation_id, item_id = state["history"][cursor]
+    given = next((a["labels"] for a in recent_annotations(db, project, current_user(), 10)
+                  if a["id"] == annotation_id), "[]")
+    st.info(
+        f"Your answer {cursor + 1} of {len(state['history'])} in this session: "
+        f"**{', '.join(json.loads(given))}**. A new answer replaces it; "
+        "← and → move through your answers, → past the last returns to the queue."
+    )
+    show_item(db, project, get_item(db, project, item_id))
+    _buttons(project, state, None)
+
+
+@st.fragment
+def labeling_loop() -> None:
+    state = _state(project)
+    counts = project_counts(db, project)
+    st.progress(
+        counts["labeled"] / counts["items"] if counts["items"] else 0.0,
+        text=f"{counts['labeled']} of {counts['items']} items labeled",
+    )
+    if state.get("cursor") is not None and state["cursor"] < len(state["history"]):
+        _show_history(project, state)
+        return
+    state["cursor"] = None
+    if state["current"] is None:
+        picked = next_items(db, project, n=1, exclude=state["skipped"], user=current_user())
+        if not picked and state["skipped"]:
+            state["skipped"] = []
+            picked = next_items(db, project, n=1, user=current_user())
+        state["current"] = picked[0]["id"] if picked else None
+        state["reason"] = picked[0]["reason"] if picked else None
+        state["shown_at"] = time.monotonic()
+    if state["current"] is None:
+        machine = auto_label_count(db, project)
+        st.success(
+            "Every item has a label"
+            + (f" ({machine} from the model: see **Auto-label** to revert them)" if machine
+               else "")
+            + ". Train a model on the **Train** page."
+        )
+        if state["history"]:
+            st.button("Back", key="back", shortcut="Left", on_click=_back, args=(project,))
+        return
+    item = get_item(db, project, state["current"])
+    chosen_by = {
+        "margin": "model uncertainty (margin)",
+        "entropy": "model uncertainty (entropy)",
+        "validation": "random validation sample (keeps the accuracy estimates honest)",
+    }.get(state.get("reason") or "random", "random order")
+    st.caption(f"Item {item.id} · chosen by {chosen_by}")
+    show_item(db, project, item)
+    model_id = promoted_model_id(db, project)
+    suggestion = prediction_for(db, model_id, item.id) if model_id else None
+    if suggestion:
+        st.caption(
+            f"Model suggests **{', '.join(suggestion['predicted']) or '(none)'}** "
+            f"(confidence {suggestion['confidence']:.2f})"
+        )
+    _buttons(project, state, suggestion)
 
 labeling_loop()
 
