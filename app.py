@@ -6,6 +6,7 @@ import os
 
 import streamlit as st
 
+from automl.coldstart import seed_new_projects
 from labeling.demo import seed_demo
 from labeling.pages.common import get_db, sidebar_frame
 
@@ -16,6 +17,9 @@ if os.environ.get("GROUNDWORK_DEMO", "1") != "0" and "demo_checked" not in st.se
     with st.spinner("Preparing the demo project (digits rendered to PNG)..."):
         seed_demo(db)
     st.session_state["demo_checked"] = True
+
+# Before a project's first label, put a diverse k-means seed first in its queue.
+seed_new_projects(db)
 
 sidebar_frame(db)
 

@@ -65,6 +65,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         strict=args.strict,
     )
     result = report.to_dict()
+    if args.no_seed:
+        from labeling.projects import get_project
+        from labeling.store import set_setting
+
+        set_setting(db, f"coldstart:{get_project(db, report.project).id}", "skipped")
+    elif report.imported:
+        from automl.coldstart import seed_new_projects
+
+        result["seeded"] = report.project in seed_new_projects(db)
     for skipped in report.skipped:
         print(f"skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
     if args.json:
@@ -423,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="utf-8", help="CSV/JSONL encoding (default utf-8)")
     p.add_argument("--user", default="import", help="who the imported labels are from")
     p.add_argument("--strict", action="store_true", help="fail instead of skipping bad files")
+    p.add_argument("--no-seed", action="store_true",
+                   help="keep the random queue order (no k-means cold-start seed)")
 
     add("projects", cmd_projects, "list projects")
 
