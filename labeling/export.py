@@ -5,6 +5,10 @@ Ground Truth jobs read ours: the label attribute is named after the project and
 holds the class index, `<project>-metadata` holds the class name, confidence,
 whether a person gave the label, the task type, the job name and the date.
 Machine (auto) labels are exported but always marked `human-annotated: no`.
+For an item whose label was consolidated from several people's answers, the
+metadata also lists each person's answer (`worker-answers`: their latest live
+answer, the ones consolidation weighed) and `consolidation-method`.
+`labeling.importers` reads this manifest back.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 import sqlite_utils
 
 from labeling.annotations import CURATED_SOURCES, current_labels
+from labeling.consolidation import consolidate, latest_human_answers
 from labeling.errors import GroundworkError
 from labeling.items import Item, iter_items
 from labeling.projects import Project
@@ -74,10 +79,51 @@ def _confidence(answer: dict) -> float | None:
     return 1.0 if answer["source"] in CURATED_SOURCES else None
 
 
+def _worker_answers(db: sqlite_utils.Database, project: Project,
+                    answers: dict[int, dict | None]) -> dict[int, dict]:
+    """`worker-answers` and `consolidation-method` for each item whose label is a consensus.
+
+    An item's current label is a consensus when it is a human answer and two or
+    more people answered the item (`current_labels` then replaces their answers
+    by the consolidated one). The answers listed are the ones consolidation
+    weighed: each person's latest live human answer.
+    """
+    latest = latest_human_answers(db, project)
+    if latest.empty:
+        return {}
+    people = latest.groupby("item_id")["user"].nunique()
+    consolidated = {
+        int(item_id) for item_id in people[people >= 2].index
+        if (answers.get(int(item_id)) or {}).get("source") == "human"
+    }
+    if not consolidated:
+        return {}
+    methods = consolidate(latest).set_index("item_id")["method"]
+    out: dict[int, dict] = {}
+    for item_id, rows in latest[latest["item_id"].isin(consolidated)].groupby("item_id"):
+        workers = []
+        for row in rows.sort_values("id").to_dict("records"):
+            worker: dict = {"worker-id": row["user"]}
+            if project.multi_label:
+                worker["class-names"] = list(row["labels"])
+            else:
+                worker["class-name"] = row["labels"][0]
+            worker["creation-date"] = row["created_at"]
+            workers.append(worker)
+        extra: dict = {"worker-answers": workers}
+        method = methods.get(item_id)
+        if isinstance(method, str):
+            extra["consolidation-method"] = method
+        out[int(item_id)] = extra
+    return out
+
+
 def manifest_lines(db: sqlite_utils.Database, project: Project) -> Iterator[dict]:
     """One Ground Truth manifest object per labeled item, in item order."""
     kind = task_type(project)
-    for item, answer in _labeled(db, project):
+    labeled = list(_labeled(db, project))
+    workers = _worker_answers(db, project, {item.id: answer for item, answer in labeled})
+    for item, answer in labeled:
         if answer is None:
             continue
         ref_name, ref = _source_of(db, project, item)
@@ -100,6 +146,7 @@ def manifest_lines(db: sqlite_utils.Database, project: Project) -> Iterator[dict
         else:
             value = indices[0]
             metadata["class-name"] = labels[0]
+        metadata.update(workers.get(item.id, {}))
         yield {ref_name: ref, project.name: value, f"{project.name}-metadata": metadata,
                "key": item.key}
 

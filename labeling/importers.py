@@ -1,4 +1,5 @@
-"""Importers: images (folder, zip, CSV manifest), text (CSV, JSONL) and table rows (CSV).
+"""Importers: images (folder, zip, CSV manifest), text (CSV, JSONL), table rows (CSV),
+and Ground Truth augmented manifests (what `groundwork export --format manifest` writes).
 
 Reading and checking happen before the store is touched, and everything the
 import writes to the store happens in one transaction: an import lands whole or
@@ -9,7 +10,9 @@ whole (missing column, wrong encoding, unsafe zip) is a clear error.
 Every item has a stable key from its source, so importing the same source again
 adds nothing (the duplicates are counted), and batch prediction on a file
 reports the same keys: the 0-based row number for CSV/JSONL, the relative path
-for an image folder or zip, the image column's value for an image manifest.
+for an image folder or zip, the image column's value for an image manifest,
+the `key` an exported augmented manifest carries (else its `source-ref`, or the
+line's row number for text).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 import stat
 import warnings
 import zipfile
@@ -67,6 +71,9 @@ class ImportReport:
     duplicates: int = 0
     skipped: list[dict] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
+    # Augmented manifests: labels marked `human-annotated: no` are not imported as labels.
+    machine_labels_not_imported: int = 0
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -477,6 +484,299 @@ def _read_source(source: Path, modality: str, *, text_column: str | None,
                       encoding, skipped)
 
 
+# ---------------------------------------------------------------- augmented manifests
+
+
+MANIFEST_SUFFIXES = (".manifest",)
+_MEDIA_NAME = re.compile(r"^[0-9a-f]{64}\.[a-z0-9]{1,5}$")
+
+
+@dataclass
+class _Manifest:
+    """What a Ground Truth augmented manifest holds besides its records."""
+
+    attribute: str
+    records: list[_Record]
+    multi_label: bool | None  # None when no line carries a human label
+    classes: list[str]  # in the manifest's class-index order
+    machine: list[str]  # keys of items whose label was a machine label
+
+
+def _manifest_objects(source: Path, encoding: str) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a line that is not an object is an error."""
+    objects = []
+    for number, line in enumerate(_decode(source, encoding).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise GroundworkError(
+                f"line {number} of {source.name} is not valid JSON ({exc.msg} at column "
+                f"{exc.colno}): each line of an augmented manifest is one JSON object; fix or "
+                "remove that line and import again (nothing was imported)"
+            ) from None
+        if not isinstance(obj, dict):
+            raise GroundworkError(
+                f"line {number} of {source.name} is a JSON {type(obj).__name__}, not an object: "
+                "each line of an augmented manifest looks like {\"source\": ..., \"<job-name>\": "
+                "..., \"<job-name>-metadata\": {...}}; fix that line (nothing was imported)"
+            )
+        objects.append((number, obj))
+    if not objects:
+        raise GroundworkError(f"{source.name} has no lines: there is nothing to import")
+    return objects
+
+
+def _label_attributes(obj: dict) -> list[str]:
+    """Keys that have a `<key>-metadata` object beside them (Ground Truth's label attributes)."""
+    return [k for k in obj if isinstance(obj.get(f"{k}-metadata"), dict)
+            and k not in ("source", "source-ref")]
+
+
+def is_augmented_manifest(source: str | Path, encoding: str = "utf-8") -> bool:
+    """A `.manifest` file, or JSON Lines whose first line has a source and a label attribute."""
+    source = Path(source)
+    suffix = source.suffix.lower()
+    if suffix in MANIFEST_SUFFIXES:
+        return True
+    if suffix not in JSONL_SUFFIXES or not source.is_file():
+        return False
+    try:
+        text = _decode(source, encoding)
+    except GroundworkError:
+        return False  # the ordinary reader gives the error
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return (isinstance(obj, dict) and ("source" in obj or "source-ref" in obj)
+            and bool(_label_attributes(obj)))
+
+
+def _manifest_image(ref: str, base: Path, skipped: list[dict]) -> tuple[bytes, dict] | None:
+    """The image a `source-ref` names, or None (and a skip) when it cannot be used.
+
+    A relative path is read from the manifest's folder and may not leave it. An
+    absolute path is read only when it is a Groundwork media file (what our
+    export writes: `.../media/ab/<sha256>.<ext>` whose bytes have that sha256),
+    so a manifest cannot pull arbitrary files into the store; when that file is
+    gone, the same `media/ab/<name>` next to the manifest is used (a copied store).
+    """
+    if "://" in ref:
+        skipped.append({"file": ref, "reason": "not a local file (download it and use a "
+                                               "path relative to the manifest)"})
+        return None
+    path = Path(ref)
+    candidates: list[tuple[Path, bool]] = []  # (path, must be a content-addressed media file)
+    if path.is_absolute():
+        tail = Path(*path.parts[-3:]) if len(path.parts) >= 3 else None
+        media_like = (tail is not None and tail.parts[0] == "media"
+                      and _MEDIA_NAME.match(path.name) is not None
+                      and tail.parts[1] == path.name[:2])
+        resolved = path.resolve()
+        if resolved.is_relative_to(base):
+            candidates.append((resolved, False))
+        elif media_like:
+            candidates.append((path, True))
+        else:
+            skipped.append({"file": ref, "reason": "path leaves the manifest's folder"})
+            return None
+        if media_like and tail is not None:
+            candidates.append(((base / tail).resolve(), True))
+    else:
+        resolved = (base / ref).resolve()
+        if not resolved.is_relative_to(base):
+            skipped.append({"file": ref, "reason": "path leaves the manifest's folder"})
+            return None
+        candidates.append((resolved, False))
+    for candidate, content_addressed in candidates:
+        if not candidate.is_file():
+            continue
+        if candidate.stat().st_size > MAX_FILE_BYTES:
+            skipped.append({"file": ref, "reason": "file is over the size limit"})
+            return None
+        data = candidate.read_bytes()
+        if content_addressed and sha256_bytes(data) != candidate.name.split(".")[0]:
+            skipped.append({"file": ref, "reason": "media file does not match its sha256 name"})
+            return None
+        info, why = check_image(data)
+        if why or info is None:
+            skipped.append({"file": ref, "reason": why})
+            return None
+        return data, info
+    skipped.append({"file": ref, "reason": "file not found"})
+    return None
+
+
+def _read_augmented_manifest(source: Path, modality: str, attribute: str | None,
+                             encoding: str, skipped: list[dict]) -> _Manifest:
+    """Read a Ground Truth augmented manifest (ours or Ground Truth's) into records.
+
+    Each line names its item in `source-ref` (images) or `source` (text; for
+    tables the row as a JSON object) and its label in the label attribute
+    (a class index, or a list of them for multi-label) with
+    `<attribute>-metadata` holding `class-name` (single-label) or `class-map`
+    (multi-label). Labels marked `human-annotated: no` are machine labels: their
+    items are imported without a label. Any line that is malformed stops the
+    whole import with the line number.
+    """
+    objects = _manifest_objects(source, encoding)
+    name = source.name
+    if attribute is None:
+        found = _label_attributes(objects[0][1])
+        if not found:
+            raise GroundworkError(
+                f"line {objects[0][0]} of {name} has no label attribute: an augmented manifest "
+                "line holds the label under the job name and its '<job-name>-metadata' object; "
+                "if this file is plain JSON Lines, rename it to .jsonl and pass --text-column"
+            )
+        if len(found) > 1:
+            raise GroundworkError(
+                f"{name} has several label attributes ({', '.join(found)}): pass "
+                "--label-column with the one to import"
+            )
+        attribute = found[0]
+    meta_key = f"{attribute}-metadata"
+    ref_key = "source-ref" if modality == "image" else "source"
+    base = source.parent.resolve()
+    index_names: dict[int, str] = {}
+    records: list[_Record] = []
+    machine: list[str] = []
+    multi: bool | None = None
+    multi_line = 0
+    for row_number, (number, obj) in enumerate(objects):
+        where = f"line {number} of {name}"
+        if ref_key not in obj:
+            other = "source" if ref_key == "source-ref" else "source-ref"
+            hint = (f"; it has {other!r}: import it as "
+                    f"{'an image' if other == 'source-ref' else 'a text or table'} project"
+                    if other in obj else "")
+            raise GroundworkError(
+                f"{where} has no {ref_key!r}: {'an' if modality == 'image' else 'a'} "
+                f"{modality} manifest names each item in "
+                f"{ref_key!r}{hint} (nothing was imported)"
+            )
+        if attribute not in obj or not isinstance(obj.get(meta_key), dict):
+            raise GroundworkError(
+                f"{where} has no label attribute {attribute!r} with a {meta_key!r} object: "
+                f"every line needs both; fix or remove that line (nothing was imported)"
+            )
+        value, meta = obj[attribute], obj[meta_key]
+        labels = _manifest_labels(where, attribute, value, meta, index_names)
+        if labels is not None:
+            is_multi = isinstance(value, list)
+            if multi is None:
+                multi, multi_line = is_multi, number
+            elif multi != is_multi:
+                raise GroundworkError(
+                    f"{where} has a {'multi' if is_multi else 'single'}-label answer but line "
+                    f"{multi_line} has a {'multi' if multi else 'single'}-label one: a manifest "
+                    "holds one kind (nothing was imported)"
+                )
+        key = obj.get("key")
+        ref = obj[ref_key]
+        if not isinstance(ref, str) or not ref.strip():
+            skipped.append({"file": f"line {number}", "reason": f"empty {ref_key!r}"})
+            continue
+        if key is None:
+            key = ref if modality == "image" else str(row_number)
+        key = str(key)
+        if str(meta.get("human-annotated", "yes")).strip().lower() == "no" and labels:
+            machine.append(key)
+            labels = None
+        others = {k: v for k, v in obj.items() if k not in (ref_key, "key", attribute, meta_key)}
+        if modality == "image":
+            found_image = _manifest_image(ref, base, skipped)
+            if found_image is None:
+                continue
+            data, info = found_image
+            records.append(_Record(key=key, sha256=sha256_bytes(data), media=data,
+                                   suffix=_image_suffix(ref, info), labels=labels,
+                                   metadata={"file": Path(ref).name, **info, **others}))
+            continue
+        if modality == "tabular":
+            try:
+                values = json.loads(ref)
+            except json.JSONDecodeError:
+                values = None
+            if not isinstance(values, dict):
+                raise GroundworkError(
+                    f"{where}: 'source' of a table row must be a JSON object of its columns, "
+                    "as `groundwork export --format manifest` writes it (nothing was imported)"
+                )
+            content = json.dumps(values, ensure_ascii=False)
+            others = {}
+        else:
+            content = ref
+        records.append(_Record(key=key, sha256=sha256_bytes(content.encode("utf-8")),
+                               content=content, labels=labels, metadata=others))
+    classes = [index_names[i] for i in sorted(index_names)]
+    return _Manifest(attribute, records, multi, classes, machine)
+
+
+def _manifest_labels(where: str, attribute: str, value: object, meta: dict,
+                     index_names: dict[int, str]) -> list[str] | None:
+    """The class names of one manifest answer; records which index each name had."""
+    meta_key = f"{attribute}-metadata"
+
+    def is_index(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def remember(index: int, class_name: object) -> str:
+        if not isinstance(class_name, str) or not class_name.strip():
+            raise GroundworkError(
+                f"{where}: class {index} in {meta_key!r} has no name (nothing was imported)")
+        index_names.setdefault(index, class_name.strip())
+        return class_name.strip()
+
+    if isinstance(value, list):
+        class_map = meta.get("class-map")
+        if not isinstance(class_map, dict):
+            if value:
+                raise GroundworkError(
+                    f"{where}: the multi-label answer {value} needs a 'class-map' in "
+                    f"{meta_key!r} naming each class index (nothing was imported)"
+                )
+            class_map = {}
+        names = []
+        for index in value:
+            if not is_index(index):
+                raise GroundworkError(
+                    f"{where}: {attribute!r} holds {index!r}, not a class index "
+                    "(nothing was imported)")
+            if str(index) not in class_map:
+                raise GroundworkError(
+                    f"{where}: class {index} of {attribute!r} is not in the class-map of "
+                    f"{meta_key!r} ({json.dumps(class_map, ensure_ascii=False)}): add it to "
+                    "the class-map or remove it from the answer (nothing was imported)"
+                )
+            names.append(remember(index, class_map[str(index)]))
+        return list(dict.fromkeys(names)) or None
+    if not is_index(value):
+        raise GroundworkError(
+            f"{where}: {attribute!r} holds {value!r}; a label attribute holds a class index "
+            "(single-label) or a list of them (multi-label) (nothing was imported)"
+        )
+    class_map = meta.get("class-map")
+    class_name = meta.get("class-name")
+    if class_name is None and isinstance(class_map, dict):
+        if str(value) not in class_map:
+            raise GroundworkError(
+                f"{where}: class {value} of {attribute!r} is not in the class-map of "
+                f"{meta_key!r} ({json.dumps(class_map, ensure_ascii=False)}): add it to the "
+                "class-map (nothing was imported)"
+            )
+        class_name = class_map[str(value)]
+    if class_name is None:
+        raise GroundworkError(
+            f"{where}: {meta_key!r} has no 'class-name' for class {value}: a single-label "
+            "answer names its class there (nothing was imported)"
+        )
+    return [remember(int(value), class_name)]
+
+
 # ---------------------------------------------------------------- the import
 
 
@@ -549,11 +849,30 @@ def import_source(
     multi_label = task == "multi-label"
 
     skipped: list[dict] = []
-    records = _read_source(
-        source, modality, text_column=text_column, image_column=image_column,
-        label_column=label_column, gold_column=gold_column, folders_as=folders_as,
-        multi_label=multi_label, encoding=encoding, skipped=skipped,
-    )
+    manifest = None
+    if is_augmented_manifest(source, encoding) and (
+        source.suffix.lower() in MANIFEST_SUFFIXES or not (text_column or image_column)
+    ):
+        if gold_column:
+            raise GroundworkError(
+                "--gold-column does not apply to an augmented manifest: its labels come from "
+                "the label attribute (choose it with --label-column)"
+            )
+        manifest = _read_augmented_manifest(source, modality, label_column, encoding, skipped)
+        records = manifest.records
+        if manifest.multi_label and not multi_label:
+            if existing is not None:
+                raise GroundworkError(
+                    f"{source.name} holds multi-label answers but project {name!r} is "
+                    "single-label: import it into a new or a multi-label project"
+                )
+            task, multi_label = "multi-label", True
+    else:
+        records = _read_source(
+            source, modality, text_column=text_column, image_column=image_column,
+            label_column=label_column, gold_column=gold_column, folders_as=folders_as,
+            multi_label=multi_label, encoding=encoding, skipped=skipped,
+        )
     if strict and skipped:
         first = skipped[0]
         raise GroundworkError(
@@ -571,7 +890,9 @@ def import_source(
                 f"item {record.key!r} has several labels ({', '.join(record.labels)}) but the "
                 "project is single-label: import with --task multi-label"
             )
-    new_classes = _classes_for(records, classes, existing)
+    # A manifest's classes keep its class-index order unless --classes says otherwise.
+    given = classes if classes is not None or manifest is None else manifest.classes
+    new_classes = _classes_for(records, given, existing)
     if not new_classes:
         raise GroundworkError(
             "no classes: pass --classes a,b,c, or a --label-column/--gold-column, or class "
@@ -584,6 +905,12 @@ def import_source(
         )
 
     report = ImportReport(project=name, created=existing is None, classes=new_classes)
+    if manifest is not None and manifest.machine:
+        report.machine_labels_not_imported = len(manifest.machine)
+        report.notes.append(
+            f"{len(manifest.machine)} machine labels (human-annotated: no) were not imported "
+            "as labels; their items were imported unlabeled"
+        )
     data_dir = data_dir_of(db)
     with db.atomic():
         project = existing or create_project(db, name, modality, task, new_classes)
