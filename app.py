@@ -7,7 +7,9 @@ import os
 import streamlit as st
 
 from automl.coldstart import seed_new_projects
+from automl.refit import maybe_refit
 from labeling.demo import seed_demo
+from labeling.hooks import on_answers_saved
 from labeling.pages.common import get_db, sidebar_frame
 
 st.set_page_config(page_title="Groundwork", page_icon=":material/label:", layout="wide")
@@ -20,6 +22,8 @@ if os.environ.get("GROUNDWORK_DEMO", "1") != "0" and "demo_checked" not in st.se
 
 # Before a project's first label, put a diverse k-means seed first in its queue.
 seed_new_projects(db)
+# Every `refit_every` labels, refit the quick queue model in a background process.
+on_answers_saved(maybe_refit)
 
 sidebar_frame(db)
 

@@ -139,6 +139,10 @@ def cmd_label(args: argparse.Namespace) -> int:
             f"item id {args.item_id!r} is not a number: use the ids `groundwork next` prints"
         ) from None
     annotation_id = record_annotation(db, project, item_id, args.label, user=args.user)
+    if not args.no_refit:
+        from automl.refit import maybe_refit
+
+        maybe_refit(db, project)  # starts a background process when due; never waits
     if args.json:
         _print_json({"annotation": annotation_id, "item": item_id})
     else:
@@ -322,18 +326,42 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from labeling.projects import set_annotations_per_item
+    from labeling.projects import set_annotations_per_item, set_refit_every, set_strategy
 
     db = _open(args)
     project = _project(db, args.project)
     if args.annotations_per_item is not None:
         project = set_annotations_per_item(db, project, args.annotations_per_item)
+    if args.strategy is not None:
+        project = set_strategy(db, project, args.strategy)
+    if args.refit_every is not None:
+        project = set_refit_every(db, project, args.refit_every)
     result = {"project": project.name, "annotations_per_item": project.annotations_per_item,
+              "strategy": project.strategy, "refit_every": project.refit_every,
               "classes": project.classes, "modality": project.modality, "task": project.task}
     if args.json:
         _print_json(result)
     else:
-        print(f"{project.name}: {project.annotations_per_item} answer(s) wanted per item")
+        print(f"{project.name}: {project.annotations_per_item} answer(s) wanted per item; "
+              f"queue strategy {project.strategy}; quick refit every "
+              f"{project.refit_every or 'never (off)'} labels")
+    return 0
+
+
+def cmd_refit(args: argparse.Namespace) -> int:
+    from automl.refit import refit
+
+    db = _open(args)
+    result = refit(db, _project(db, args.project), seed=args.seed)
+    if args.json:
+        _print_json(result)
+    else:
+        measured = (f"holdout accuracy {result['accuracy']:.3f} on {result['holdout_size']} "
+                    "random validation items" if result["accuracy"] is not None
+                    else "no validation items labeled yet")
+        print(f"quick model on {result['labels']} labels: {measured}; re-scored "
+              f"{result['scored']} open items with {result['strategy']} in "
+              f"{result['seconds']:.1f} s")
     return 0
 
 
@@ -441,13 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project")
     p.add_argument("--n", type=int, default=1)
     p.add_argument("--user", default=_default_user())
-    p.add_argument("--strategy", default="margin", choices=["margin", "entropy", "random"])
+    p.add_argument("--strategy", default=None,
+                   choices=["uncertainty", "margin", "entropy", "random", "batch"],
+                   help="default: the project's strategy (`groundwork settings --strategy`)")
 
     p = add("label", cmd_label, "record a human label for an item")
     p.add_argument("project")
     p.add_argument("item_id")
     p.add_argument("label", help="a class; several comma-separated in a multi-label project")
     p.add_argument("--user", default=_default_user())
+    p.add_argument("--no-refit", action="store_true",
+                   help="do not start the background quick refit even when it is due")
 
     p = add("train", cmd_train, "train a model from curated labels and score the pool")
     p.add_argument("project")
@@ -512,6 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project")
     p.add_argument("--annotations-per-item", type=int,
                    help="how many people answer each item (1-5); answers are consolidated")
+    p.add_argument("--strategy", choices=["uncertainty", "margin", "entropy", "random", "batch"],
+                   help="query strategy that orders the live queue")
+    p.add_argument("--refit-every", type=int,
+                   help="refit the quick queue model after this many new labels (0: off)")
+
+    p = add("refit", cmd_refit,
+            "refit the quick queue model now and re-score the pool with the project's strategy")
+    p.add_argument("project")
+    p.add_argument("--seed", type=int, default=0)
 
     p = add("agreement", cmd_agreement,
             "inter-annotator agreement and each annotator's record (gold accuracy)")

@@ -44,9 +44,12 @@ def job(db: sqlite_utils.Database, job_id: int) -> dict:
     return _parse(row)
 
 
-def latest_job(db: sqlite_utils.Database, project: Project) -> dict | None:
+def latest_job(
+    db: sqlite_utils.Database, project: Project, kind: str = "train"
+) -> dict | None:
     return _parse(next(iter(db.query(
-        "SELECT * FROM jobs WHERE project_id = ? ORDER BY id DESC LIMIT 1", [project.id])), None))
+        "SELECT * FROM jobs WHERE project_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+        [project.id, kind])), None))
 
 
 def start_training(
@@ -79,6 +82,12 @@ def start_training(
                                     "budget": float(budget)}),
             "created_at": utcnow(),
         }).last_pk
+    spawn(db, job_id)
+    return job_id
+
+
+def spawn(db: sqlite_utils.Database, job_id: int) -> int:
+    """Start the process that runs a queued job; return its pid."""
     data_dir = data_dir_of(db)
     logs = data_dir / "jobs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -90,7 +99,7 @@ def start_training(
         )
     with db.atomic():
         db.execute("UPDATE jobs SET pid = ? WHERE id = ? AND pid IS NULL", [proc.pid, job_id])
-    return job_id
+    return proc.pid
 
 
 def cancel_job(db: sqlite_utils.Database, job_id: int) -> None:
@@ -137,7 +146,8 @@ def reap_stale_jobs(db: sqlite_utils.Database) -> int:
 
 
 def run_job(data_dir: str | Path, job_id: int) -> str:
-    """The body of a job process: train, record the outcome, never leave `running` behind."""
+    """The body of a job process: train (or refit the quick queue model), record the outcome,
+    never leave `running` behind."""
     db = connect(data_dir)
     row = job(db, job_id)
     if row["status"] != "queued":
@@ -161,11 +171,19 @@ def run_job(data_dir: str | Path, job_id: int) -> str:
             == "cancelled"
 
     params = row["params"]
+
+    def runner() -> dict:
+        if row["kind"] == "refit":
+            from automl.refit import refit
+
+            return refit(db, project)
+        return train_project(db, project, budget=float(params.get("budget", 30.0)),
+                             seed=int(params.get("seed", 0)), job_id=job_id,
+                             include_auto=bool(params.get("include_auto", False)),
+                             progress=progress, should_stop=should_stop)
+
     try:
-        result = train_project(db, project, budget=float(params.get("budget", 30.0)),
-                               seed=int(params.get("seed", 0)), job_id=job_id,
-                               include_auto=bool(params.get("include_auto", False)),
-                               progress=progress, should_stop=should_stop)
+        result = runner()
     except JobCancelled:
         return "cancelled"
     except Exception as exc:  # noqa: BLE001 - any failure is recorded as the job's outcome
@@ -180,7 +198,7 @@ def run_job(data_dir: str | Path, job_id: int) -> str:
             "UPDATE jobs SET status = 'succeeded', result = ?, finished_at = ?, progress = ? "
             "WHERE id = ?",
             [json.dumps(result, default=str), utcnow(),
-             json.dumps({"trials": result["trials"], "best": result["cv"],
+             json.dumps({"trials": result.get("trials", 0), "best": result.get("cv"),
                          "elapsed": result["seconds"], "budget": params.get("budget")}),
              job_id],
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 import joblib
@@ -17,12 +18,14 @@ import numpy as np
 import sqlite_utils
 
 from automl.model import TrainedModel
+from labeling.annotations import current_labels
 from labeling.errors import GroundworkError
 from labeling.inputs import model_input
 from labeling.items import get_items
 from labeling.projects import Project
-from labeling.queue import store_predictions
+from labeling.queue import store_predictions, store_queue_scores, uncertainty_scores
 from labeling.store import data_dir_of
+from labeling.strategies import queue_order
 
 SCORE_BATCH = 2000
 
@@ -99,14 +102,31 @@ def load_model(db: sqlite_utils.Database, row: dict) -> TrainedModel:
 def score_pool(
     db: sqlite_utils.Database, project: Project, model_version_id: int, model: TrainedModel
 ) -> int:
-    """Predict every item without a curated label and store the scores for the queue and review."""
+    """Predict every item without a curated label and store the scores for the queue and review.
+
+    The promoted model also re-orders the live queue with the project's
+    strategy (without the batch's diversity step, which needs features the
+    quick refit has at hand); the next quick refit takes over from it.
+    """
     ids = [r[0] for r in db.execute(
         "SELECT id FROM items WHERE project_id = ? AND n_labels = 0 ORDER BY id", [project.id])]
+    parts = []
     for start in range(0, len(ids), SCORE_BATCH):
         items = get_items(db, project, ids[start : start + SCORE_BATCH])
-        proba = model.predict_proba(model_input(db, project, items))
+        proba = np.asarray(model.predict_proba(model_input(db, project, items)), dtype=float)
         store_predictions(db, model_version_id, [i.id for i in items], project.classes,
-                          np.asarray(proba), multi_label=project.multi_label)
+                          proba, multi_label=project.multi_label)
+        parts.append(proba)
+    if ids and not project.multi_label:
+        proba = np.vstack(parts)
+        predicted = np.array(project.classes, dtype=object)[proba.argmax(axis=1)]
+        counts = Counter(c for labels in current_labels(db, project, curated_only=True)
+                         .get("labels", []) for c in labels)
+        order = queue_order(project.strategy, proba, predicted, dict(counts),
+                            batch=max(project.refit_every, 10))
+        store_queue_scores(db, project, ids, order, [[p] for p in predicted],
+                           uncertainty_scores(proba)["confidence"],
+                           scorer=f"model:{model_version_id}")
     return len(ids)
 
 

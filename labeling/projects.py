@@ -24,6 +24,8 @@ class Project:
     instructions: str
     created_at: str
     annotations_per_item: int = 1
+    strategy: str = "margin"
+    refit_every: int = 20
 
     @property
     def multi_label(self) -> bool:
@@ -40,6 +42,8 @@ def _from_row(row: dict) -> Project:
         instructions=row["instructions"],
         created_at=row["created_at"],
         annotations_per_item=int(row.get("annotations_per_item") or 1),
+        strategy=row.get("strategy") or "margin",
+        refit_every=int(row["refit_every"]) if row.get("refit_every") is not None else 20,
     )
 
 
@@ -138,6 +142,28 @@ def set_annotations_per_item(db: sqlite_utils.Database, project: Project, k: int
         raise GroundworkError(f"annotations per item must be a whole number from 1 to 5, not {k!r}")
     with db.atomic():
         db["projects"].update(project.id, {"annotations_per_item": k})
+    return get_project(db, project.id)
+
+
+def set_strategy(db: sqlite_utils.Database, project: Project, strategy: str) -> Project:
+    """Which query strategy orders the project's queue (takes effect at the next refit)."""
+    from labeling.strategies import STRATEGIES
+
+    if strategy not in STRATEGIES:
+        raise GroundworkError(
+            f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    with db.atomic():
+        db["projects"].update(project.id, {"strategy": strategy})
+    return get_project(db, project.id)
+
+
+def set_refit_every(db: sqlite_utils.Database, project: Project, n: int) -> Project:
+    """Refit the quick queue model after every `n` new labels; 0 turns automatic refits off."""
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= 100_000:
+        raise GroundworkError(
+            f"refit interval must be a whole number of labels from 0 (off) to 100000, not {n!r}")
+    with db.atomic():
+        db["projects"].update(project.id, {"refit_every": n})
     return get_project(db, project.id)
 
 

@@ -17,8 +17,7 @@ from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_
 
 from labeling.projects import Project
 from labeling.splits import HOLDOUT_SHARE
-
-STRATEGIES = ("margin", "entropy", "random")
+from labeling.store import utcnow
 
 
 class _StoredProbabilities:
@@ -118,20 +117,67 @@ def validation_slots(db: sqlite_utils.Database, project: Project, n: int) -> int
     return int(min(max(math.ceil(HOLDOUT_SHARE * (labeled + n)) - held, 0), n))
 
 
+def store_queue_scores(
+    db: sqlite_utils.Database,
+    project: Project,
+    item_ids: Sequence[int],
+    order: Sequence[int],
+    predicted: Sequence[Sequence[str]],
+    confidence: Sequence[float],
+    scorer: str,
+) -> int:
+    """Replace the project's queue scores: `order` lists row positions, most useful first.
+
+    One transaction, so the queue switches from the old order to the new one
+    at once and a person labeling meanwhile is never shown a half-written order.
+    """
+    priority = np.empty(len(item_ids), dtype=float)
+    priority[np.asarray(order, dtype=int)] = np.arange(len(order), dtype=float)
+    now = utcnow()
+    rows = [
+        (int(item_id), project.id, float(p), json.dumps(list(pred)), float(conf), scorer, now)
+        for item_id, p, pred, conf in zip(item_ids, priority, predicted, confidence, strict=True)
+    ]
+    with db.atomic():
+        db.execute("DELETE FROM queue_scores WHERE project_id = ?", [project.id])
+        db.conn.executemany(
+            "INSERT OR REPLACE INTO queue_scores (item_id, project_id, priority, predicted, "
+            "confidence, scorer, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    return len(rows)
+
+
+def queue_suggestion(db: sqlite_utils.Database, item_id: int) -> dict | None:
+    """What the latest queue model (quick refit or promoted) predicts for an item."""
+    row = db.execute("SELECT predicted, confidence, scorer, scored_at FROM queue_scores "
+                     "WHERE item_id = ?", [int(item_id)]).fetchone()
+    if row is None:
+        return None
+    return {"predicted": json.loads(row[0]), "confidence": row[1], "scorer": row[2],
+            "scored_at": row[3]}
+
+
+def _has_queue_scores(db: sqlite_utils.Database, project: Project) -> bool:
+    return db.execute("SELECT 1 FROM queue_scores WHERE project_id = ? LIMIT 1",
+                      [project.id]).fetchone() is not None
+
+
 def next_items(
     db: sqlite_utils.Database,
     project: Project,
     n: int = 1,
-    strategy: str = "margin",
+    strategy: str | None = None,
     exclude: Sequence[int] = (),
     user: str | None = None,
 ) -> list[dict]:
     """Up to `n` unlabeled items, most useful first: `[{"id", "key", "reason"}]`.
 
-    With a promoted model: random validation items for their share
-    (`validation_slots`), the rest smallest margin (or largest entropy) first,
-    then any items the model has not scored yet. Before a model: random order.
-    Items with a live machine label are left to the model until it is reverted.
+    Once a model has scored the pool: random validation items for their share
+    (`validation_slots`), the rest in the order the project's strategy gave
+    them (`queue_scores`, written by the background refit and by promotion),
+    then any items imported since, at random. An explicit `strategy` other
+    than the project's orders by the promoted model's stored margin or entropy.
+    Before any model: random order (after the cold-start seed). Items with a
+    live machine label are left to the model until it is reverted.
     `exclude` holds items this session skipped, so skipping moves on.
     Every unlabeled item stays reachable: nothing is filtered out for good.
 
@@ -140,6 +186,8 @@ def next_items(
     """
     n = max(int(n), 0)
     out: list[dict] = []
+    use_scores = strategy in (None, project.strategy)
+    strategy = strategy or project.strategy
     wanted = project.annotations_per_item
     if wanted <= 1:
         open_sql, open_args = "i.n_labels = 0 AND i.n_auto = 0", []
@@ -156,8 +204,10 @@ def next_items(
                                    + list(extra)))
         return (f"AND i.id NOT IN ({','.join('?' * len(taken))})" if taken else ""), taken
 
-    model_id = promoted_model_id(db, project) if strategy != "random" else None
-    if model_id is not None and n:
+    scored = strategy != "random" and use_scores and _has_queue_scores(db, project)
+    model_id = (promoted_model_id(db, project)
+                if strategy != "random" and not scored else None)
+    if (scored or model_id is not None) and n:
         slots = validation_slots(db, project, n)
         if slots:
             sql, taken = skip_sql()
@@ -170,7 +220,20 @@ def next_items(
                 [project.id, *open_args, *taken, slots],
             ):
                 out.append({"id": row[0], "key": row[1], "reason": "validation"})
-        order = "p.margin ASC" if strategy == "margin" else "p.entropy DESC"
+    if scored and len(out) < n:
+        sql, taken = skip_sql()
+        for row in db.execute(
+            f"""
+            SELECT i.id, i.key FROM queue_scores q JOIN items i ON i.id = q.item_id
+            WHERE q.project_id = ? AND i.holdout = 0 AND {open_sql}
+            {sql} ORDER BY q.priority LIMIT ?
+            """,
+            [project.id, *open_args, *taken, n - len(out)],
+        ):
+            out.append({"id": row[0], "key": row[1], "reason": strategy})
+    elif model_id is not None and len(out) < n:
+        order = {"entropy": "p.entropy DESC", "uncertainty": "p.confidence ASC"}.get(
+            strategy, "p.margin ASC")
         sql, taken = skip_sql()
         for row in db.execute(
             f"""

@@ -202,11 +202,52 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """The live queue: a query strategy and refit interval per project, stored queue scores.
+
+    A cheap model refit in the background every `refit_every` labels (and each
+    promotion) writes a `priority` per open item, so the next item is the first
+    row of an index. `learning_curve` keeps each refit's holdout accuracy against
+    the number of labels: the savings dashboard draws it.
+    """
+    db.executescript(
+        """
+        ALTER TABLE projects ADD COLUMN strategy TEXT NOT NULL DEFAULT 'margin'
+            CHECK (strategy IN ('uncertainty', 'margin', 'entropy', 'random', 'batch'));
+        ALTER TABLE projects ADD COLUMN refit_every INTEGER NOT NULL DEFAULT 20
+            CHECK (refit_every BETWEEN 0 AND 100000);
+        CREATE TABLE queue_scores (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            priority REAL NOT NULL,
+            predicted TEXT NOT NULL,
+            confidence REAL NOT NULL,
+            scorer TEXT NOT NULL,
+            scored_at TEXT NOT NULL
+        );
+        CREATE INDEX queue_scores_priority ON queue_scores(project_id, priority);
+        CREATE TABLE learning_curve (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            labels INTEGER NOT NULL,
+            accuracy REAL,
+            holdout_size INTEGER NOT NULL,
+            strategy TEXT NOT NULL,
+            model TEXT NOT NULL,
+            seconds REAL NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX learning_curve_project ON learning_curve(project_id, id);
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -73,11 +73,13 @@ def ranked_batch_indices(
 
     To keep it fast on big pools, only the most uncertain `candidates` rows
     (default 10 x n) are ranked; the others stay reachable in later batches.
+    `pool_features` is a matrix, or a function from row indices to their
+    features, so a big pool need not be held in memory to rank its shortlist.
     """
     uncertainty = usefulness("uncertainty", probabilities)
     shortlist = top(uncertainty, candidates or max(10 * n, 50))
     learner = RankedBatchLearner(labeled_features)
-    pool = pool_features[shortlist]
+    pool = pool_features(shortlist) if callable(pool_features) else pool_features[shortlist]
     picked, _ = ranked_batch(learner, unlabeled=pool, uncertainty_scores=uncertainty[shortlist],
                              n_instances=min(n, len(shortlist)), metric="euclidean", n_jobs=None)
     return shortlist[np.asarray(picked, dtype=int)]
@@ -124,3 +126,41 @@ def diverse_seed(features, n: int, seed: int = 0) -> np.ndarray:
             seen.append(int(i))
     rest = [i for i in np.random.default_rng(seed).permutation(n_rows) if i not in seen]
     return np.array((seen + rest)[:k], dtype=int)
+
+
+def queue_order(
+    strategy: str,
+    probabilities: np.ndarray,
+    predicted: np.ndarray,
+    labeled_counts: dict,
+    *,
+    batch: int = 20,
+    pool_features=None,
+    labeled_features=None,
+    seed: int = 0,
+) -> np.ndarray:
+    """A full ordering of the pool for the live queue: every row appears exactly once.
+
+    `uncertainty`, `margin` and `entropy` rank by modAL's measure. `batch`
+    puts a class-balanced ranked batch (modAL's ranked batch over the
+    features, when given) of `batch` rows first, then the rest by uncertainty,
+    so the next refit sees diverse labels from every predicted class.
+    `random` is a seeded permutation. Nothing is dropped.
+    """
+    n_rows = len(probabilities)
+    if n_rows == 0:
+        return np.array([], dtype=int)
+    if strategy == "random":
+        return np.random.default_rng(seed).permutation(n_rows)
+    ranked = top(usefulness(strategy, probabilities), n_rows)
+    if strategy != "batch":
+        return ranked
+    k = min(int(batch), n_rows)
+    if pool_features is not None and labeled_features is not None and labeled_features.shape[0]:
+        head = ranked_batch_indices(probabilities, pool_features, labeled_features, k)
+        head = np.concatenate([head, ranked[~np.isin(ranked, head)]])
+    else:
+        head = ranked
+    first = balance_by_class(head[: max(10 * k, 50)], np.asarray(predicted).astype(str),
+                             labeled_counts, k)
+    return np.concatenate([first, ranked[~np.isin(ranked, first)]])

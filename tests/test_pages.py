@@ -6,6 +6,7 @@ buttons are clicked through AppTest to check what each page records.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from labeling.items import add_items
 from labeling.projects import create_project
-from labeling.queue import store_predictions
+from labeling.queue import store_predictions, store_queue_scores
 
 ROOT_DIR = Path(__file__).resolve().parents[1]
 
@@ -82,6 +83,19 @@ def test_label_page_shows_the_model_suggestion(store):
                       np.array([[0.3, 0.7]] * 6))
     at = page("labeling/pages/label.py")
     assert any("Model suggests **spam** (confidence 0.70)" in c.value for c in at.caption)
+
+
+def test_label_page_suggests_from_the_quick_refit_before_any_trained_model(store):
+    db, project = store
+    ids = [r[0] for r in db.execute("SELECT id FROM items ORDER BY id")]
+    store_queue_scores(db, project, ids, list(range(len(ids))), [["spam"]] * len(ids),
+                       [0.8] * len(ids), scorer="quick:4")
+    at = page("labeling/pages/label.py")
+    assert any("Quick model (refit as you label) suggests **spam** (confidence 0.80)" in c.value
+               for c in at.caption)
+    assert any("chosen by model uncertainty (margin)" in c.value for c in at.caption)
+    button(at, "accept").click().run()
+    assert json.loads(db.execute("SELECT labels FROM annotations").fetchone()[0]) == ["spam"]
 
 
 def test_instructions_are_markdown_but_markup_stays_text(store):

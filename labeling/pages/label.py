@@ -20,10 +20,11 @@ from labeling.annotations import (
 )
 from labeling.autolabel import auto_label_count
 from labeling.consolidation import agreement
+from labeling.hooks import answers_saved
 from labeling.items import get_item
 from labeling.pages.common import current_project, current_user, get_db, shortcut_for, show_item
 from labeling.projects import Project, project_counts, set_annotations_per_item
-from labeling.queue import next_items, prediction_for, promoted_model_id
+from labeling.queue import next_items, prediction_for, promoted_model_id, queue_suggestion
 
 db = get_db()
 project = current_project(db)
@@ -56,6 +57,7 @@ def _answer(project: Project, labels: list[str]) -> None:
     state["history"] = (state["history"] + [(annotation_id, item_id)])[-10:]
     state["message"] = f"Saved {', '.join(labels)}"
     state["current"], state["selected"] = None, []
+    answers_saved(db, project)
 
 
 def _change(project: Project, labels: list[str]) -> None:
@@ -68,6 +70,7 @@ def _change(project: Project, labels: list[str]) -> None:
     state["history"][state["cursor"]] = (new_id, item_id)
     state["message"] = f"Changed to {', '.join(labels)}"
     state["selected"] = []
+    answers_saved(db, project)
     _forward(project)
 
 
@@ -217,15 +220,20 @@ def labeling_loop() -> None:
     chosen_by = {
         "margin": "model uncertainty (margin)",
         "entropy": "model uncertainty (entropy)",
+        "uncertainty": "model uncertainty (least confident)",
+        "batch": "a diverse, class-balanced batch of uncertain items",
         "validation": "random validation sample (keeps the accuracy estimates honest)",
     }.get(state.get("reason") or "random", "random order")
     st.caption(f"Item {item.id} · chosen by {chosen_by}")
     show_item(db, project, item)
     model_id = promoted_model_id(db, project)
     suggestion = prediction_for(db, model_id, item.id) if model_id else None
+    source = "Model"
+    if suggestion is None:
+        suggestion, source = queue_suggestion(db, item.id), "Quick model (refit as you label)"
     if suggestion:
         st.caption(
-            f"Model suggests **{', '.join(suggestion['predicted']) or '(none)'}** "
+            f"{source} suggests **{', '.join(suggestion['predicted']) or '(none)'}** "
             f"(confidence {suggestion['confidence']:.2f})"
         )
     _buttons(project, state, suggestion)
