@@ -32,6 +32,8 @@ pages = [
     st.Page("labeling/pages/label.py", title="Label", icon=":material/label:", url_path="label"),
     st.Page("labeling/pages/autolabel.py", title="Auto-label", icon=":material/bolt:",
             url_path="autolabel"),
+    st.Page("automl/pages/savings.py", title="Savings", icon=":material/savings:",
+            url_path="savings"),
     st.Page("review/pages/review_tasks.py", title="Review", icon=":material/fact_check:",
             url_path="review"),
     st.Page("automl/pages/train.py", title="Train", icon=":material/model_training:",
