@@ -85,6 +85,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"{report.duplicates} already present, {len(report.skipped)} skipped); "
             f"classes: {', '.join(report.classes)}"
         )
+        for note in report.notes:
+            print(note)
     return 0
 
 

@@ -10,7 +10,7 @@ from sklearn.datasets import load_digits
 from streamlit.testing.v1 import AppTest
 
 from automl.refit import refit
-from automl.savings import compare_with_random, last_comparison, labels_to_reach, summarise
+from automl.savings import compare_with_random, labels_to_reach, last_comparison, summarise
 from automl.simulate import simulate
 from labeling.annotations import record_annotation
 from labeling.errors import GroundworkError

@@ -58,7 +58,8 @@ with st.form("import_form", clear_on_submit=False):
     )
     uploads = st.file_uploader(
         "Files", accept_multiple_files=True,
-        type=["zip", "csv", "jsonl", "png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"],
+        type=["zip", "csv", "jsonl", "manifest", "png", "jpg", "jpeg", "gif", "bmp", "webp",
+              "tif", "tiff"],
     )
     submitted = st.form_submit_button("Import", type="primary")
 
@@ -73,7 +74,8 @@ if submitted:
                 target.write_bytes(upload.getvalue())
                 files.append(target)
             source = files[0]
-            if len(files) > 1 or files[0].suffix.lower() not in (".zip", ".csv", ".jsonl"):
+            if len(files) > 1 or files[0].suffix.lower() not in (".zip", ".csv", ".jsonl",
+                                                                 ".manifest"):
                 # Loose image files are imported as one folder.
                 folder = Path(tmp) / "upload"
                 folder.mkdir()
@@ -107,6 +109,8 @@ if report := st.session_state.get("last_import"):
         f"({report['labeled']} labeled, {report['gold']} with hidden gold, "
         f"{report['duplicates']} already present, {len(report['skipped'])} skipped)."
     )
+    for note in report.get("notes") or []:
+        st.info(note)
     if report["skipped"]:
         st.warning("Skipped files:")
         st.dataframe(pd.DataFrame(report["skipped"]), hide_index=True)
