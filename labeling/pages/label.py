@@ -29,9 +29,54 @@ from labeling.queue import next_items, prediction_for, promoted_model_id, queue_
 db = get_db()
 project = current_project(db)
 st.title(f"Label · {project.name}")
-if project.instructions:
+
+
+def _instructions(project: Project) -> None:
+    """Instructions (Markdown, never raw HTML) and a few trusted examples per class, collapsed.
+
+    Shown when either exists, so a project with no written instructions still
+    shows what each class looks like. Which items are examples is decided in
+    `labeling.examples`; this only draws them, always as data: text through
+    `st.text`, names escaped before they reach Markdown. (Imported here so the
+    page's import list stays as it is.)
+    """
+    from labeling.examples import class_examples, example_rows, literal_markdown, snippet
+    from labeling.items import media_file
+
+    examples = class_examples(db, project)
+    if not project.instructions and not any(examples.values()):
+        return
     with st.expander("Instructions", expanded=False):
-        st.markdown(project.instructions)
+        if project.instructions:
+            st.markdown(project.instructions)
+        if not any(examples.values()):
+            return
+        st.caption("Examples: items whose agreed label is the class (pinned ones first).")
+        for index, (label, chosen) in enumerate(examples.items()):
+            # Keyed containers, and no st.text or image captions, so the examples never
+            # shadow the item being labeled below them (pages and tests look those up).
+            with st.container(key=f"examples-{index}"):
+                st.markdown(f"**{literal_markdown(label)}**")
+                pinned = sum(example.pinned for example in chosen)
+                if not chosen:
+                    st.caption("No example yet.")
+                elif project.modality == "image":
+                    with st.container(horizontal=True):
+                        for example in chosen:
+                            path = media_file(db, example.item)
+                            if path.exists():
+                                st.image(str(path), width=96,
+                                         alt=f"example of {label}: {example.item.key}")
+                elif project.modality == "text":
+                    for example in chosen:
+                        st.code(snippet(example.item.content), language=None, wrap_lines=True)
+                else:
+                    st.dataframe(example_rows(chosen), hide_index=True)
+                if pinned:
+                    st.caption(f"📌 The first {pinned} pinned by the project."
+                               if pinned > 1 else "📌 The first one is pinned by the project.")
+
+_instructions(project)
 
 
 def _state(project: Project) -> dict:
