@@ -5,7 +5,7 @@ STAMP   := $(VENV)/.installed-stamp
 PORT    ?= 8501
 SUDO    := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint chromium benchmarks clean
+.PHONY: run test lint chromium postgres benchmarks clean
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -21,10 +21,16 @@ chromium:
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+# The distributed-study tests start their own throwaway PostgreSQL server.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq postgresql >/dev/null; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-test: $(STAMP) chromium lint
+test: $(STAMP) chromium postgres lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 benchmarks: $(STAMP)

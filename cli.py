@@ -171,8 +171,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not args.json and sys.stderr.isatty():
             print(f"\rtrials {p.get('trials')} best {p.get('best')}", end="", file=sys.stderr)
 
+    def announce(name: str) -> None:
+        if args.storage:
+            print(f"study {name}: join with `groundwork worker {project.name} --study {name} "
+                  "--storage URL`", file=sys.stderr, flush=True)
+
     result = train_project(db, project, budget=args.budget, seed=args.seed, progress=progress,
-                           include_auto=args.include_auto)
+                           include_auto=args.include_auto, storage_url=args.storage,
+                           study_name=args.study, on_study=announce)
     if args.json:
         _print_json(result)
     else:
@@ -184,6 +190,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"on {result['holdout_size']} held-out human labels; "
             f"{'promoted' if result['promoted'] else 'not promoted'}"
         )
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from automl.training import run_worker
+
+    db = _open(args)
+    result = run_worker(db, _project(db, args.project), args.study, args.storage,
+                        worker=args.name, wait=args.wait)
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"worker {result['worker']} ran {result['trials']} of the study's "
+              f"{result['study_trials']} trials")
     return 0
 
 
@@ -490,6 +510,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--background", action="store_true", help="run as a background job")
     p.add_argument("--include-auto", action="store_true",
                    help="also train on machine (auto) labels; never held out")
+    p.add_argument("--storage", help="Optuna storage URL (postgresql://...) that "
+                   "`groundwork worker` processes share; default: a journal file in the store")
+    p.add_argument("--study", help="name the study (so workers can be started alongside)")
+
+    p = add("worker", cmd_worker, "join a training run's study and run trials until its deadline")
+    p.add_argument("project")
+    p.add_argument("--study", required=True, help="the study name `groundwork train` printed")
+    p.add_argument("--storage", required=True, help="the same storage URL as the run")
+    p.add_argument("--name", help="worker name shown on the leaderboard (default host:pid)")
+    p.add_argument("--wait", type=float, default=60.0,
+                   help="seconds to wait for the study to be created (default 60)")
 
     p = add("predict", cmd_predict, "batch prediction with the promoted model")
     p.add_argument("project")

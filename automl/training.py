@@ -25,23 +25,26 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 import sqlite_utils
-from sklearn.ensemble import (
-    ExtraTreesClassifier,
-    HistGradientBoostingClassifier,
-    RandomForestClassifier,
-)
-from sklearn.linear_model import LogisticRegression, SGDClassifier
-from sklearn.metrics import balanced_accuracy_score, classification_report, confusion_matrix
-from sklearn.model_selection import KFold, StratifiedKFold
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.naive_bayes import ComplementNB
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.metrics import classification_report, confusion_matrix
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer
 
-from automl.features import is_sparse_modality, make_features
+from automl.features import make_features
 from automl.model import TrainedModel
 from automl.registry import load_model, promoted_model, save_artifact, score_pool
+from automl.search import (
+    METRIC,
+    SearchProblem,
+    completed,
+    create_study,
+    families,
+    leaderboard,
+    load_study,
+    param_importances,
+    run_search,
+    score,
+    storage_for,
+)
 from labeling.annotations import current_labels
 from labeling.errors import GroundworkError
 from labeling.inputs import model_input
@@ -49,13 +52,10 @@ from labeling.items import get_items
 from labeling.projects import Project
 from labeling.queue import store_predictions
 from labeling.splits import HOLDOUT_SOURCES, in_holdout
-from labeling.store import utcnow
+from labeling.store import data_dir_of, utcnow
 
-METRIC = "balanced_accuracy"
 MIN_HOLDOUT_SOURCE_LABELS = 10  # below this, every label is needed for training
 
-# Failed and pruned trials are recorded on the study; they are not console noise.
-optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
 @dataclass
@@ -149,115 +149,50 @@ def validate_training(
     _check_classes(project, [list(v) for v in labels["labels"]])
 
 
-# ---------------------------------------------------------------- the search space
+# ---------------------------------------------------------------- the training run
 
 
-def _families(modality: str) -> list[str]:
-    if is_sparse_modality(modality):
-        return ["logistic_regression", "linear_svm", "complement_nb", "knn"]
-    return ["logistic_regression", "linear_svm", "random_forest", "extra_trees",
-            "hist_gradient_boosting", "knn"]
+def _targets(project: Project, data: TrainingSet):
+    """Training and holdout targets, and the class order the pipeline will see."""
+    _, y_train_labels = data.part(~data.holdout)
+    _, y_hold_labels = data.part(data.holdout)
+    if project.multi_label:
+        binarizer = MultiLabelBinarizer(classes=project.classes)
+        y_train = binarizer.fit_transform(y_train_labels)
+        y_hold = binarizer.transform(y_hold_labels) if len(y_hold_labels) else None
+        return y_train, y_hold, list(project.classes)
+    # Integer targets: scikit-learn's forests mishandle class_weight with digit strings.
+    encoder = LabelEncoder().fit([a[0] for a in y_train_labels])
+    y_train = encoder.transform([a[0] for a in y_train_labels])
+    y_hold = np.array([a[0] for a in y_hold_labels]) if len(y_hold_labels) else None
+    return y_train, y_hold, [str(c) for c in encoder.classes_]
 
 
-DEFAULT_TRIAL = {"model": "logistic_regression", "lr_C": 1.0, "lr_balanced": True}
+def search_problem(project: Project, data: TrainingSet, seed: int,
+                   worker: str = "main") -> SearchProblem:
+    """The same problem for the main run and every worker: features fitted once, same folds.
 
-
-def build_estimator(params: dict, seed: int, n_samples: int):
-    """A scikit-learn classifier from a flat parameter dict (what Optuna's trials hold)."""
-    family = params["model"]
-    balanced = "balanced" if params.get(f"{_prefix(family)}_balanced") else None
-    if family == "logistic_regression":
-        return LogisticRegression(C=params["lr_C"], class_weight=balanced, max_iter=2000)
-    if family == "linear_svm":
-        return SGDClassifier(loss="modified_huber", alpha=params["svm_alpha"],
-                             class_weight=balanced, random_state=seed, max_iter=2000, tol=1e-4)
-    if family == "complement_nb":
-        return ComplementNB(alpha=params["nb_alpha"])
-    if family == "knn":
-        k = max(1, min(params["knn_k"], n_samples - 1))
-        return KNeighborsClassifier(n_neighbors=k, weights=params["knn_weights"],
-                                    metric="cosine")
-    if family in ("random_forest", "extra_trees"):
-        cls = RandomForestClassifier if family == "random_forest" else ExtraTreesClassifier
-        p = _prefix(family)
-        return cls(n_estimators=params[f"{p}_trees"], max_features=params[f"{p}_features"],
-                   min_samples_leaf=params[f"{p}_leaf"], class_weight=balanced,
-                   random_state=seed, n_jobs=1)
-    if family == "hist_gradient_boosting":
-        return HistGradientBoostingClassifier(
-            learning_rate=params["hgb_lr"], max_leaf_nodes=params["hgb_leaves"],
-            l2_regularization=params["hgb_l2"], class_weight=balanced, random_state=seed,
-            early_stopping=False, max_iter=params["hgb_iter"])
-    raise ValueError(f"unknown model family {family!r}")
-
-
-def _prefix(family: str) -> str:
-    return {"logistic_regression": "lr", "linear_svm": "svm", "complement_nb": "nb",
-            "knn": "knn", "random_forest": "rf", "extra_trees": "et",
-            "hist_gradient_boosting": "hgb"}[family]
-
-
-def suggest(trial: optuna.Trial, families: list[str]) -> dict:
-    family = trial.suggest_categorical("model", families)
-    p = _prefix(family)
-    params = {"model": family}
-    if family == "logistic_regression":
-        params["lr_C"] = trial.suggest_float("lr_C", 1e-3, 1e3, log=True)
-    elif family == "linear_svm":
-        params["svm_alpha"] = trial.suggest_float("svm_alpha", 1e-6, 1e-1, log=True)
-    elif family == "complement_nb":
-        params["nb_alpha"] = trial.suggest_float("nb_alpha", 1e-3, 10.0, log=True)
-    elif family == "knn":
-        params["knn_k"] = trial.suggest_int("knn_k", 1, 30, log=True)
-        params["knn_weights"] = trial.suggest_categorical("knn_weights", ["uniform", "distance"])
-    elif family in ("random_forest", "extra_trees"):
-        params[f"{p}_trees"] = trial.suggest_int(f"{p}_trees", 50, 300, log=True)
-        params[f"{p}_features"] = trial.suggest_categorical(f"{p}_features", ["sqrt", "log2"])
-        params[f"{p}_leaf"] = trial.suggest_int(f"{p}_leaf", 1, 8, log=True)
-    elif family == "hist_gradient_boosting":
-        params["hgb_lr"] = trial.suggest_float("hgb_lr", 0.02, 0.3, log=True)
-        params["hgb_leaves"] = trial.suggest_int("hgb_leaves", 8, 64, log=True)
-        params["hgb_l2"] = trial.suggest_float("hgb_l2", 1e-6, 1.0, log=True)
-        params["hgb_iter"] = trial.suggest_int("hgb_iter", 50, 300, log=True)
-    if family in ("logistic_regression", "linear_svm", "random_forest", "extra_trees",
-                  "hist_gradient_boosting"):
-        params[f"{p}_balanced"] = trial.suggest_categorical(f"{p}_balanced", [True, False])
-    return params
-
-
-# ---------------------------------------------------------------- scoring
-
-
-def score(y_true, y_pred, multi_label: bool) -> float:
-    """Balanced accuracy; for multi-label, its mean over the labels that vary in y_true."""
+    Unsupervised feature steps are fitted once for the search (the final
+    pipeline refits them): the search then spends its budget on models.
+    """
+    X_train, _ = data.part(~data.holdout)
+    y_train, _, _ = _targets(project, data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if not multi_label:
-            return float(balanced_accuracy_score(y_true, y_pred))
-        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-        scores = [balanced_accuracy_score(y_true[:, j], y_pred[:, j])
-                  for j in range(y_true.shape[1]) if len(np.unique(y_true[:, j])) > 1]
-        return float(np.mean(scores)) if scores else float((y_true == y_pred).mean())
+        F_train = make_features(project.modality, X_train).fit_transform(X_train)
+    return SearchProblem(F_train=F_train, y_train=y_train, multi_label=project.multi_label,
+                         choices=families(project.modality), seed=seed, worker=worker)
 
 
-def _splits(y, multi_label: bool, seed: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds when every class has two examples, else plain folds.
+def library_versions() -> dict:
+    import platform
 
-    Under four labels there is nothing to cross-validate: the model is scored
-    on its own training labels, and the result says so (`cv_folds` = 0).
-    """
-    if n < 4:
-        everything = np.arange(n)
-        return [(everything, everything)]
-    if not multi_label:
-        _, counts = np.unique(y, return_counts=True)
-        if counts.min() >= 2:
-            k = int(min(3, counts.min()))
-            return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(np.zeros(n), y))
-    return list(KFold(3, shuffle=True, random_state=seed).split(np.zeros(n)))
+    import pandas
+    import sklearn
 
-
-# ---------------------------------------------------------------- the training run
+    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
+            "optuna": optuna.__version__, "numpy": np.__version__,
+            "pandas": pandas.__version__}
 
 
 def train_project(
@@ -270,100 +205,69 @@ def train_project(
     progress: Callable[[dict], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     include_auto: bool = False,
+    storage_url: str | None = None,
+    study_name: str | None = None,
+    on_study: Callable[[str], None] | None = None,
 ) -> dict:
-    """Search, fit, measure, save, maybe promote, and score the pool with the promoted model."""
+    """Search, fit, measure, save, maybe promote, and score the pool with the promoted model.
+
+    `storage_url` (PostgreSQL) puts the study where `groundwork worker`
+    processes can join it; `on_study` is told the study's name as soon as it
+    exists, so they can be started.
+    """
     if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
         raise GroundworkError(f"the time budget must be a positive number of seconds, not "
                               f"{budget!r}")
     started = time.monotonic()
-    deadline = started + budget
+    deadline = time.time() + budget
     data = training_set(db, project, include_auto=include_auto)
-    train_mask = ~data.holdout
-    X_train, y_train_labels = data.part(train_mask)
-    X_hold, y_hold_labels = data.part(data.holdout)
-
-    if project.multi_label:
-        binarizer = MultiLabelBinarizer(classes=project.classes)
-        y_train = binarizer.fit_transform(y_train_labels)
-        y_hold = binarizer.transform(y_hold_labels) if len(y_hold_labels) else None
-        fitted_classes = list(project.classes)
-    else:
-        # Integer targets: scikit-learn's forests mishandle class_weight with digit strings.
-        encoder = LabelEncoder().fit([a[0] for a in y_train_labels])
-        y_train = encoder.transform([a[0] for a in y_train_labels])
-        y_hold = np.array([a[0] for a in y_hold_labels]) if len(y_hold_labels) else None
-        fitted_classes = [str(c) for c in encoder.classes_]
-
-    # Unsupervised feature steps are fitted once for the search (the final
-    # pipeline refits them): the search then spends its budget on models.
-    features = make_features(project.modality, X_train)
-    F_train = features.fit_transform(X_train)
+    X_train, _ = data.part(~data.holdout)
+    X_hold, _ = data.part(data.holdout)
+    y_train, y_hold, fitted_classes = _targets(project, data)
+    problem = search_problem(project, data, seed)
     n = len(y_train)
-    splits = _splits(y_train, project.multi_label, seed, n)
-    families = _families(project.modality)
+    splits = problem.splits
 
-    def make(params: dict):
-        est = build_estimator(params, seed, n)
-        return OneVsRestClassifier(est) if project.multi_label else est
+    current = promoted_model(db, project)
+    warm = [current["params"]] if current and current["params"].get("model") in \
+        problem.choices else []
+    storage = storage_for(data_dir_of(db), project.id, storage_url)
+    name = study_name or f"{project.id}-{utcnow()}-{job_id or 'run'}"
+    study = create_study(storage, name, seed, {
+        "deadline": deadline, "snapshot_hash": data.snapshot_hash, "project_id": project.id,
+        "include_auto": include_auto, "seed": seed, "budget": budget}, warm)
+    if on_study is not None:
+        on_study(name)
 
-    def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, families)
-        fold_scores: list[float] = []
-        t0 = time.monotonic()
-        for fold, (tr, va) in enumerate(splits):
-            if fold_scores and time.monotonic() > deadline and trial.number > 0:
-                raise optuna.TrialPruned("time budget reached")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = make(params).fit(F_train[tr], y_train[tr])
-                predicted = model.predict(F_train[va])
-            fold_scores.append(score(y_train[va], predicted, project.multi_label))
-            trial.report(float(np.mean(fold_scores)), fold)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-        trial.set_user_attr("cv_std", float(np.std(fold_scores)))
-        trial.set_user_attr("fit_seconds", time.monotonic() - t0)
-        return float(np.mean(fold_scores))
-
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
-    )
-    study.enqueue_trial(DEFAULT_TRIAL)
-
-    def report(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    def report(study: optuna.Study) -> None:
+        done = completed(study)
         if progress is not None:
             progress({
                 "trials": len(study.trials),
                 "best": study.best_value if done else None,
                 "elapsed": round(time.monotonic() - started, 2),
                 "budget": budget,
+                "study": name,
             })
-        if should_stop is not None and should_stop():
-            study.stop()
-        # Leave a fifth of the budget for the refit, the holdout and scoring the pool.
-        if done and time.monotonic() > started + 0.8 * budget:
-            study.stop()
 
-    remaining = max(deadline - time.monotonic(), 0.0)
-    study.optimize(objective, timeout=remaining * 0.8, callbacks=[report], catch=(ValueError,))
+    run_search(problem, study, deadline, on_trial=report, should_stop=should_stop)
     if should_stop is not None and should_stop():
         raise JobCancelled("training was cancelled")
-    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    if not completed:
+    done = completed(study)
+    if not done:
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
         reason = failed[0].system_attrs.get("fail_reason", "") if failed else ""
         raise GroundworkError(f"no model could be fitted on these labels {reason}".strip())
     best = study.best_trial
     params = {k: v for k, v in best.params.items()}
+    search_seconds = round(time.monotonic() - started, 2)
 
     pipeline = Pipeline([("features", make_features(project.modality, X_train)),
-                         ("model", make(params))])
+                         ("model", problem.make(params))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipeline.fit(X_train, y_train)
+    refit_seconds = round(time.monotonic() - started - search_seconds, 2)
     columns = list(X_train.columns) if project.modality == "tabular" else None
     model = TrainedModel(pipeline=pipeline, classes=list(project.classes),
                          fitted_classes=fitted_classes, modality=project.modality,
@@ -378,9 +282,18 @@ def train_project(
         "cv_std": best.user_attrs.get("cv_std"),
         "cv_folds": 0 if splits[0][0] is splits[0][1] else len(splits),
         "trials": len(study.trials),
-        "trials_completed": len(completed),
+        "trials_completed": len(done),
         "trials_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
-        "search_seconds": round(time.monotonic() - started, 2),
+        "search_seconds": search_seconds,
+        "refit_seconds": refit_seconds,
+        "budget": budget,
+        "study": name,
+        "storage": "postgresql" if storage_url else "journal file",
+        "warm_start": warm[0] if warm else None,
+        "workers": sorted({t.user_attrs.get("worker", "main") for t in study.trials}),
+        "leaderboard": leaderboard(study),
+        "param_importances": param_importances(study),
+        "library_versions": library_versions(),
         "how_measured": (
             f"cv: mean balanced accuracy over {len(splits)} cross-validation folds of the "
             f"{n} training labels; holdout: balanced accuracy on {int(data.holdout.sum())} "
@@ -442,8 +355,6 @@ def train_project(
                 "job_id": job_id,
             }).last_pk
     except BaseException:
-        from labeling.store import data_dir_of
-
         (data_dir_of(db) / rel_path).unlink(missing_ok=True)
         raise
     if data.holdout.any():
@@ -467,8 +378,62 @@ def train_project(
         "scored": scored,
         "trials": len(study.trials),
         "seconds": round(time.monotonic() - started, 2),
+        "search_and_refit_seconds": round(search_seconds + refit_seconds, 2),
+        "study": name,
         "include_auto": include_auto,
     }
+
+
+def run_worker(
+    db: sqlite_utils.Database,
+    project: Project,
+    study_name: str,
+    storage_url: str,
+    *,
+    worker: str | None = None,
+    wait: float = 60.0,
+) -> dict:
+    """Join a running study from another process or machine and run trials until its deadline.
+
+    The worker rebuilds the training set from its own copy of the store and
+    refuses to run if the labels differ from the ones the study started with
+    (the snapshot hash), so every trial scores the same data.
+    """
+    import os
+    import socket
+
+    if not storage_url:
+        raise GroundworkError("a worker needs the run's --storage URL (postgresql://...)")
+    storage = storage_for(data_dir_of(db), project.id, storage_url)
+    give_up = time.monotonic() + max(float(wait), 0.0)
+    while True:  # workers may be started before the run creates its study
+        try:
+            attrs = load_study(storage, study_name).user_attrs
+            if "deadline" in attrs:
+                break
+        except GroundworkError:
+            if time.monotonic() >= give_up:
+                raise
+        time.sleep(0.5)
+    if attrs.get("project_id") != project.id:
+        raise GroundworkError(f"study {study_name!r} belongs to another project "
+                              f"(id {attrs.get('project_id')}), not {project.name!r}")
+    data = training_set(db, project, include_auto=bool(attrs.get("include_auto")))
+    if data.snapshot_hash != attrs.get("snapshot_hash"):
+        raise GroundworkError(
+            f"the labels of {project.name!r} here differ from the ones study {study_name!r} "
+            "started with: point the worker at the same store (or a copy taken after the run "
+            "started)")
+    seed = int(attrs.get("seed", 0))
+    name = worker or f"{socket.gethostname()}:{os.getpid()}"
+    study = load_study(storage, study_name, seed=seed + abs(hash(name)) % 10_000)
+    problem = search_problem(project, data, seed, worker=name)
+    before = sum(t.user_attrs.get("worker") == name for t in study.trials)
+    run_search(problem, study, float(attrs["deadline"]))
+    ran = sum(t.user_attrs.get("worker") == name for t in study.trials) - before
+    return {"study": study_name, "worker": name, "trials": ran,
+            "study_trials": len(study.trials),
+            "best": study.best_value if completed(study) else None}
 
 
 def _predict_labels(model: TrainedModel, X, project: Project):
