@@ -59,7 +59,8 @@ if plan["curve"]:
                   y_label="accuracy on held-out human labels")
     if plan["threshold"] is not None:
         st.caption(
-            f"Chosen point: confidence ≥ {plan['threshold']:.3f} covers "
+            f"Chosen point for target {float(target):.3f}: confidence ≥ "
+            f"{plan['threshold']:.3f} covers "
             f"{plan['coverage']:.1%} of the pool with accuracy {plan['estimated_accuracy']:.3f} "
             f"on {plan['validation_above_threshold']} validation labels."
         )

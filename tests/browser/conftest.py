@@ -89,3 +89,14 @@ def app_server(tmp_path):
     server = AppServer(tmp_path / "store")
     yield server
     server.stop()
+
+
+def press_key(page, key: str) -> None:
+    """Press a labeling shortcut once the page is idle and no form control has focus.
+
+    Streamlit ignores shortcuts while an input has focus, and a key pressed
+    while the script is still drawing can reach a page without its handlers yet.
+    """
+    page.evaluate("document.activeElement && document.activeElement.blur()")
+    page.locator('[data-test-script-state="notRunning"]').wait_for()
+    page.keyboard.press(key)

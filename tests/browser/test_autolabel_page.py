@@ -48,7 +48,10 @@ def test_autolabel_page_and_enter_accepts_the_suggestion(page, tmp_path):
         target = page.get_by_label("Target accuracy")
         target.fill("0.850")
         target.press("Enter")
-        expect(page.get_by_text(re.compile(r"^Chosen point: confidence"))).to_be_visible()
+        # Wait for the rerun with the new target before reading the button's count.
+        expect(page.get_by_text(re.compile(r"^Chosen point for target 0\.850: confidence"))
+               ).to_be_visible()
+        page.locator('[data-test-script-state="notRunning"]').wait_for()
         expect(page.get_by_test_id("stVegaLiteChart")).to_be_visible()
         button = page.get_by_role("button", name=re.compile(r"^Auto-label \d+ items"))
         count = int(re.search(r"\d+", button.inner_text()).group())

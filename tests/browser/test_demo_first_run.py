@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from playwright.sync_api import expect
 
-from tests.browser.conftest import AppServer
+from tests.browser.conftest import AppServer, press_key
 
 pytestmark = pytest.mark.browser
 
@@ -24,7 +24,7 @@ def test_first_run_seeds_the_digits_demo_and_a_keypress_labels_it(page, tmp_path
         expect(page.get_by_role("heading", name=re.compile("^Label · digits-demo"))).to_be_visible()
         expect(page.get_by_text("0 of 1797 items labeled")).to_be_visible()
         expect(page.get_by_test_id("stImage").first).to_be_visible()
-        page.keyboard.press("4")
+        press_key(page, "4")
         expect(page.get_by_text("1 of 1797 items labeled")).to_be_visible()
         with sqlite3.connect(server.data_dir / "groundwork.db") as conn:
             rows = conn.execute("SELECT labels, source FROM annotations").fetchall()

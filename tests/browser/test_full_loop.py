@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
+from tests.browser.conftest import press_key
 from tests.conftest import write_digits_folder
 
 pytestmark = pytest.mark.browser
@@ -81,15 +82,15 @@ def test_whole_loop_import_label_train_review_retrain(app_server, page, tmp_path
     labeled = 0
     for _ in range(12):
         key = current_key(page)
-        page.keyboard.press("1" if key.startswith("0/") else "2")
+        press_key(page, "1" if key.startswith("0/") else "2")
         labeled += 1
         expect(page.get_by_text(f"{labeled} of 32 items labeled")).to_be_visible()
         expect(page.get_by_test_id("stImageCaption").first).not_to_have_text(key)
-    page.keyboard.press("u")
+    press_key(page, "u")
     labeled -= 1
     expect(page.get_by_text(f"{labeled} of 32 items labeled")).to_be_visible()
     key = current_key(page)
-    page.keyboard.press("1" if key.startswith("0/") else "2")
+    press_key(page, "1" if key.startswith("0/") else "2")
     labeled += 1
     expect(page.get_by_text(f"{labeled} of 32 items labeled")).to_be_visible()
     shot(page, "2-label")
@@ -128,7 +129,7 @@ def test_whole_loop_import_label_train_review_retrain(app_server, page, tmp_path
     page.evaluate("document.activeElement && document.activeElement.blur()")
     page.locator('[data-test-script-state="notRunning"]').wait_for()
     key = current_key(page)
-    page.keyboard.press("1" if key.startswith("0/") else "2")
+    press_key(page, "1" if key.startswith("0/") else "2")
     expect(page.get_by_text(re.compile(r"^19 open · 1 completed"))).to_be_visible()
     shot(page, "4-review")
     review = query(data, "SELECT a.labels, i.gold, i.key FROM annotations a "

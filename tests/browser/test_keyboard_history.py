@@ -11,14 +11,9 @@ from playwright.sync_api import expect
 from labeling.items import add_items
 from labeling.projects import create_project
 from labeling.store import connect
-from tests.browser.conftest import AppServer
+from tests.browser.conftest import AppServer, press_key
 
 pytestmark = pytest.mark.browser
-
-
-def press(page, key: str) -> None:
-    page.locator('[data-test-script-state="notRunning"]').wait_for()
-    page.keyboard.press(key)
 
 
 def test_arrows_change_an_earlier_answer_and_backspace_undoes(page, tmp_path):
@@ -34,20 +29,20 @@ def test_arrows_change_an_earlier_answer_and_backspace_undoes(page, tmp_path):
         page.goto(f"{server.url}/label?project=mail")
         expect(page.get_by_text("0 of 5 items labeled")).to_be_visible()
         first = page.get_by_test_id("stText").first.inner_text()
-        press(page, "2")  # spam
+        press_key(page, "2")  # spam
         expect(page.get_by_text("1 of 5 items labeled")).to_be_visible()
-        press(page, "1")  # ham
+        press_key(page, "1")  # ham
         expect(page.get_by_text("2 of 5 items labeled")).to_be_visible()
-        press(page, "ArrowLeft")
+        press_key(page, "ArrowLeft")
         expect(page.get_by_text(re.compile("^Your answer 2 of 2"))).to_be_visible()
-        press(page, "ArrowLeft")
+        press_key(page, "ArrowLeft")
         expect(page.get_by_text(re.compile("^Your answer 1 of 2"))).to_be_visible()
         expect(page.get_by_test_id("stText").first).to_have_text(first)
-        press(page, "1")  # change the first answer from spam to ham
+        press_key(page, "1")  # change the first answer from spam to ham
         expect(page.get_by_text(re.compile("^Your answer 2 of 2"))).to_be_visible()
-        press(page, "ArrowRight")
+        press_key(page, "ArrowRight")
         expect(page.get_by_text(re.compile("^Your answer"))).to_have_count(0)
-        press(page, "Backspace")
+        press_key(page, "Backspace")
         expect(page.get_by_text("1 of 5 items labeled")).to_be_visible()
         with sqlite3.connect(data / "groundwork.db") as conn:
             live = conn.execute("SELECT i.content, a.labels FROM annotations a JOIN items i "

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 from labeling.items import add_items
 from labeling.projects import create_project, set_annotations_per_item
 from labeling.store import connect
-from tests.browser.conftest import AppServer
+from tests.browser.conftest import AppServer, press_key
 
 pytestmark = pytest.mark.browser
 
@@ -28,7 +28,7 @@ def label_everything(page, url: str, user: str, expected: int) -> None:
         shown = text.inner_text()
         page.evaluate("document.activeElement && document.activeElement.blur()")
         page.locator('[data-test-script-state="notRunning"]').wait_for()
-        page.keyboard.press("1")
+        press_key(page, "1")
         expect(page.get_by_test_id("stText").first.or_(
             page.get_by_text(re.compile("^Every item has a label")))).not_to_have_text(shown)
     expect(page.get_by_text(re.compile("^Every item has a label"))).to_be_visible()
