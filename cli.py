@@ -207,6 +207,106 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from automl.registry import list_models
+
+    db = _open(args)
+    project = _project(db, args.project)
+    rows = [{k: m[k] for k in ("version", "status", "estimator", "cv_score", "holdout_score",
+                                "holdout_size", "train_size", "created_at", "promoted_at",
+                                "promoted_by", "artifact_sha256", "snapshot_hash")}
+            | {"training_set": _training_set_version(db, m), "params": m["params"],
+               "library_versions": m["metrics"].get("library_versions")}
+            for m in list_models(db, project)]
+    if args.json:
+        _print_json({"models": rows})
+    elif not rows:
+        print(f"project {project.name} has no model yet: `groundwork train {project.name}`")
+    else:
+        for m in rows:
+            holdout = "n/a" if m["holdout_score"] is None else f"{m['holdout_score']:.3f}"
+            print(f"v{m['version']:<3} {m['status']:<9} {m['estimator']:<24} "
+                  f"cv {m['cv_score']:.3f}  holdout {holdout} on {m['holdout_size']}  "
+                  f"training set {m['training_set'] or '-'}  {m['created_at']}")
+    return 0
+
+
+def _training_set_version(db, model: dict) -> int | None:
+    if not model.get("training_set_id"):
+        return None
+    row = db.execute("SELECT version FROM training_sets WHERE id = ?",
+                     [model["training_set_id"]]).fetchone()
+    return int(row[0]) if row else None
+
+
+def _print_promoted(args: argparse.Namespace, row: dict) -> None:
+    if args.json:
+        _print_json({"version": row["version"], "status": row["status"],
+                     "estimator": row["estimator"]})
+    else:
+        print(f"v{row['version']} ({row['estimator']}) is now the promoted model; the pool "
+              "was re-scored with it")
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from automl.registry import promote
+
+    db = _open(args)
+    _print_promoted(args, promote(db, _project(db, args.project), args.version, user=args.user))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from automl.registry import rollback
+
+    db = _open(args)
+    _print_promoted(args, rollback(db, _project(db, args.project), user=args.user))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from automl.compare import compare_versions
+
+    db = _open(args)
+    result = compare_versions(db, _project(db, args.project), args.a, args.b)
+    if args.json:
+        _print_json(result)
+        return 0
+    for v in result["versions"]:
+        low, high = v["accuracy_interval"]
+        print(f"v{v['version']} ({v['estimator']}): balanced accuracy "
+              f"{v['balanced_accuracy']:.3f}, accuracy {v['accuracy']:.3f} "
+              f"[{low:.3f}, {high:.3f}]")
+    print(f"on the same {result['holdout_size']} held-out labels; only v{args.a} right on "
+          f"{result['only_a_right']}, only v{args.b} right on {result['only_b_right']} "
+          f"(McNemar p = {result['p_value']})")
+    return 0
+
+
+def cmd_snapshots(args: argparse.Namespace) -> int:
+    from automl.snapshots import diff_snapshots, list_snapshots
+
+    db = _open(args)
+    project = _project(db, args.project)
+    if args.diff:
+        result = diff_snapshots(db, project, args.diff[0], args.diff[1])
+        if args.json:
+            _print_json(result)
+        else:
+            print(f"training set {result['old']} -> {result['new']}: {result['added']} added, "
+                  f"{result['removed']} removed, {result['changed']} changed")
+        return 0
+    rows = list_snapshots(db, project)
+    if args.json:
+        _print_json({"training_sets": rows})
+    else:
+        for r in rows:
+            models = ", ".join(f"v{v}" for v in r["model_versions"]) or "no model"
+            print(f"{r['version']:<3} {r['size']} labels ({r['holdout_size']} held out) "
+                  f"{r['hash'][:12]}  {r['created_at']}  -> {models}")
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from automl.predict import predict_file
 
@@ -521,6 +621,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="worker name shown on the leaderboard (default host:pid)")
     p.add_argument("--wait", type=float, default=60.0,
                    help="seconds to wait for the study to be created (default 60)")
+
+    p = add("models", cmd_models, "list model versions (registry)")
+    p.add_argument("project")
+
+    p = add("promote", cmd_promote, "promote a model version (re-scores the pool)")
+    p.add_argument("project")
+    p.add_argument("version", type=int)
+    p.add_argument("--user", default=_default_user())
+
+    p = add("rollback", cmd_rollback, "promote again the version promoted before the current one")
+    p.add_argument("project")
+    p.add_argument("--user", default=_default_user())
+
+    p = add("compare", cmd_compare, "compare two model versions on the same held-out labels")
+    p.add_argument("project")
+    p.add_argument("a", type=int, help="a model version")
+    p.add_argument("b", type=int, help="another model version")
+
+    p = add("snapshots", cmd_snapshots, "list the versioned training sets (and what changed)")
+    p.add_argument("project")
+    p.add_argument("--diff", nargs=2, type=int, metavar=("OLD", "NEW"),
+                   help="labels added, removed and changed between two training sets")
 
     p = add("predict", cmd_predict, "batch prediction with the promoted model")
     p.add_argument("project")

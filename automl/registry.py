@@ -24,7 +24,7 @@ from labeling.inputs import model_input
 from labeling.items import get_items
 from labeling.projects import Project
 from labeling.queue import store_predictions, store_queue_scores, uncertainty_scores
-from labeling.store import data_dir_of
+from labeling.store import data_dir_of, utcnow
 from labeling.strategies import queue_order
 
 SCORE_BATCH = 2000
@@ -130,7 +130,8 @@ def score_pool(
     return len(ids)
 
 
-def promote(db: sqlite_utils.Database, project: Project, version: int) -> dict:
+def promote(db: sqlite_utils.Database, project: Project, version: int, *,
+            user: str | None = None) -> dict:
     """Make `version` the model that drives the queue, review rules and batch prediction."""
     row = next(iter(db.query(
         "SELECT * FROM model_versions WHERE project_id = ? AND version = ?",
@@ -144,7 +145,26 @@ def promote(db: sqlite_utils.Database, project: Project, version: int) -> dict:
     with db.atomic():
         db.execute("UPDATE model_versions SET status = 'archived' WHERE project_id = ? AND "
                    "status = 'promoted' AND id != ?", [project.id, row["id"]])
-        db.execute("UPDATE model_versions SET status = 'promoted' WHERE id = ?", [row["id"]])
+        db.execute("UPDATE model_versions SET status = 'promoted', promoted_at = ?, "
+                   "promoted_by = ? WHERE id = ?", [utcnow(), user, row["id"]])
     score_pool(db, project, row["id"], model)
     row["status"] = "promoted"
     return row
+
+
+def rollback(db: sqlite_utils.Database, project: Project, *, user: str | None = None) -> dict:
+    """Promote again the version that was promoted before the current one.
+
+    "Before" is by promotion time, not by version number: after a roll back
+    from v3 to v2, rolling back again returns to v3.
+    """
+    current = promoted_model(db, project)
+    previous = next(iter(db.query(
+        "SELECT version FROM model_versions WHERE project_id = ? AND status = 'archived' "
+        "AND promoted_at IS NOT NULL ORDER BY promoted_at DESC, version DESC LIMIT 1",
+        [project.id])), None)
+    if previous is None:
+        raise GroundworkError(
+            f"project {project.name!r} has no earlier promoted model to roll back to"
+            + (f" (v{current['version']} is the only one promoted so far)" if current else ""))
+    return promote(db, project, previous["version"], user=user)

@@ -45,6 +45,7 @@ from automl.search import (
     score,
     storage_for,
 )
+from automl.snapshots import save_snapshot
 from labeling.annotations import current_labels
 from labeling.errors import GroundworkError
 from labeling.inputs import model_input
@@ -221,6 +222,9 @@ def train_project(
     started = time.monotonic()
     deadline = time.time() + budget
     data = training_set(db, project, include_auto=include_auto)
+    snapshot = save_snapshot(db, project, snapshot_hash=data.snapshot_hash,
+                             item_ids=data.item_ids, labels=data.labels, sources=data.sources,
+                             holdout=data.holdout.tolist(), include_auto=include_auto)
     X_train, _ = data.part(~data.holdout)
     X_hold, _ = data.part(data.holdout)
     y_train, y_hold, fitted_classes = _targets(project, data)
@@ -302,7 +306,7 @@ def train_project(
         ),
     }
     if y_hold is not None:
-        predicted_hold = _predict_labels(model, X_hold, project)
+        predicted_hold = predict_labels(model, X_hold, project)
         holdout_score = score(y_hold, predicted_hold, project.multi_label)
         if not project.multi_label:
             metrics["per_class"] = classification_report(
@@ -321,7 +325,7 @@ def train_project(
     if current is not None and y_hold is not None:
         try:
             old = load_model(db, current)
-            old_score = score(y_hold, _predict_labels(old, X_hold, project), project.multi_label)
+            old_score = score(y_hold, predict_labels(old, X_hold, project), project.multi_label)
         except (GroundworkError, ValueError, KeyError):
             old_score = None
         metrics["compared_with"] = {"version": current["version"], "holdout": old_score}
@@ -349,6 +353,8 @@ def train_project(
                 "train_size": n,
                 "metrics": json.dumps(metrics, default=float),
                 "snapshot_hash": data.snapshot_hash,
+                "training_set_id": snapshot["id"],
+                "promoted_at": utcnow() if promote_it else None,
                 "artifact_path": rel_path,
                 "artifact_sha256": digest,
                 "classes": json.dumps(project.classes),
@@ -381,6 +387,7 @@ def train_project(
         "search_and_refit_seconds": round(search_seconds + refit_seconds, 2),
         "study": name,
         "include_auto": include_auto,
+        "training_set": snapshot["version"],
     }
 
 
@@ -436,7 +443,7 @@ def run_worker(
             "best": study.best_value if completed(study) else None}
 
 
-def _predict_labels(model: TrainedModel, X, project: Project):
+def predict_labels(model: TrainedModel, X, project: Project) -> np.ndarray:
     """Predictions in the shape `score` wants: a label array, or a 0/1 matrix for multi-label."""
     proba = model.predict_proba(X)
     if project.multi_label:

@@ -242,12 +242,54 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_6(db: sqlite_utils.Database) -> None:
+    """Versioned training sets: the exact labels a model learned from, kept after they change.
+
+    A snapshot is identified by the hash of its (item, labels, holdout) rows, so
+    training twice on unchanged labels reuses one snapshot; every model version
+    points to the snapshot it was trained on (lineage). When and by whom a
+    version was last promoted makes "roll back" mean the one promoted before.
+    """
+    db.executescript(
+        """
+        CREATE TABLE training_sets (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            hash TEXT NOT NULL,
+            size INTEGER NOT NULL,
+            holdout_size INTEGER NOT NULL,
+            include_auto INTEGER NOT NULL DEFAULT 0,
+            sources TEXT NOT NULL DEFAULT '{}',
+            class_counts TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL,
+            UNIQUE (project_id, version),
+            UNIQUE (project_id, hash)
+        );
+        CREATE TABLE training_set_items (
+            training_set_id INTEGER NOT NULL REFERENCES training_sets(id) ON DELETE CASCADE,
+            item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            labels TEXT NOT NULL,
+            source TEXT NOT NULL,
+            holdout INTEGER NOT NULL,
+            PRIMARY KEY (training_set_id, item_id)
+        ) WITHOUT ROWID;
+        ALTER TABLE model_versions ADD COLUMN training_set_id INTEGER
+            REFERENCES training_sets(id);
+        ALTER TABLE model_versions ADD COLUMN promoted_at TEXT;
+        ALTER TABLE model_versions ADD COLUMN promoted_by TEXT;
+        UPDATE model_versions SET promoted_at = created_at WHERE status = 'promoted';
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -205,3 +205,14 @@ def test_image_project_trains_and_features_handle_odd_modes(db, digits_folder, t
         paths.append(str(path.with_suffix(".tif") if mode == "CMYK" else path))
     features = ImageFeatures().fit(paths).transform(paths)
     assert features.shape[0] == 5 and np.isfinite(features).all()
+
+
+def test_a_budget_too_small_for_any_trial_still_ends_with_the_default_model(db, wine_csv,
+                                                                            tmp_path):
+    # Feature building alone outlasts 10 ms: every trial but the study's first would be cut.
+    project = half_labeled_wine(db, wine_csv, tmp_path)
+    result = train_project(db, project, budget=0.01)
+    model = promoted_model(db, project)
+    assert result["estimator"] == "logistic_regression"
+    assert model["metrics"]["trials_completed"] == 1
+    assert result["holdout"] is not None
