@@ -391,6 +391,14 @@ def train_project(
     }
 
 
+def study_trials(db: sqlite_utils.Database, project: Project, study_name: str) -> list[dict]:
+    """The leaderboard of a run in progress (its study in the store's journal), or [] if none."""
+    try:
+        return leaderboard(load_study(storage_for(data_dir_of(db), project.id), study_name))
+    except (GroundworkError, KeyError, ValueError):
+        return []
+
+
 def run_worker(
     db: sqlite_utils.Database,
     project: Project,

@@ -1,4 +1,4 @@
-"""Train page: start a background training run, watch it, see and promote model versions."""
+"""Train page: start a background run and watch it, then inspect, compare, promote or roll back."""
 
 from __future__ import annotations
 
@@ -7,19 +7,29 @@ import json
 import pandas as pd
 import streamlit as st
 
+from automl.compare import compare_versions
 from automl.jobs import cancel_job, latest_job, reap_stale_jobs, start_training
-from automl.registry import list_models, promote
+from automl.registry import list_models, promote, rollback
+from automl.snapshots import list_snapshots
+from automl.training import study_trials
+from automl.views import (
+    confusion_frame,
+    family_summary,
+    importance_frame,
+    leaderboard_frame,
+    optimisation_history,
+)
 from labeling.errors import GroundworkError
-from labeling.pages.common import current_project, get_db
+from labeling.pages.common import current_project, current_user, get_db
 
 db = get_db()
 project = current_project(db)
 st.title(f"Train · {project.name}")
 st.caption(
-    "Trains on curated labels (human, imported, reviewed; never auto-labels) with an Optuna "
-    "search over scikit-learn pipelines. The holdout score is balanced accuracy on labels "
-    "people gave that the search never saw (imported labels when a project has fewer than "
-    "ten of its own)."
+    "Trains on curated labels (human, imported, reviewed; never auto-labels unless you opt in) "
+    "with an Optuna search over scikit-learn pipelines. The holdout score is balanced accuracy "
+    "on labels people gave that the search never saw (imported labels when a project has "
+    "fewer than ten of its own)."
 )
 
 models = list_models(db, project)
@@ -37,39 +47,49 @@ if st.button(label, key="train", type="primary"):
         st.error(str(exc))
 
 
+def _json(value) -> dict:
+    if isinstance(value, str):
+        return json.loads(value or "{}")
+    return value or {}
+
+
 @st.fragment(run_every=1.0)
 def job_status() -> None:
+    """The latest run, read from the store: a reload or another tab sees the same progress."""
     reap_stale_jobs(db)
     job = latest_job(db, project)
     if job is None:
         st.caption("No training run yet.")
         return
     status = job["status"]
-    progress = job.get("progress") or {}
-    if isinstance(progress, str):
-        progress = json.loads(progress or "{}")
+    progress = _json(job.get("progress"))
     if status in ("queued", "running"):
         elapsed = float(progress.get("elapsed") or 0.0)
-        total = float(progress.get("budget") or job.get("params", {}).get("budget") or 1.0)
+        total = float(progress.get("budget") or _json(job.get("params")).get("budget") or 1.0)
         best = progress.get("best")
         st.progress(
             min(elapsed / total, 1.0),
-            text=f"Training job {job['id']} {status}: {progress.get('trials', 0)} trials, "
-            f"best CV {best if best is None else f'{best:.3f}'}, "
+            text=f"Training job {job['id']} {status}: {progress.get('trials', 0)} trials done, "
+            f"best CV {'-' if best is None else f'{best:.3f}'}, "
             f"{max(total - elapsed, 0):.0f} s left",
         )
         if st.button("Cancel training", key="cancel"):
             cancel_job(db, job["id"])
+        if progress.get("study"):
+            board = leaderboard_frame(study_trials(db, project, progress["study"]))
+            if not board.empty:
+                st.dataframe(board.head(10), hide_index=True, width="stretch",
+                             key="live-leaderboard")
     elif status == "succeeded":
-        result = job.get("result") or {}
-        if isinstance(result, str):
-            result = json.loads(result)
+        result = _json(job.get("result"))
         st.success(
             f"Training job {job['id']} finished: model v{result.get('model_version')} "
-            f"({'promoted' if result.get('promoted') else 'kept as candidate'})."
+            f"({'promoted' if result.get('promoted') else 'kept as candidate'}), "
+            f"{result.get('trials')} trials in {result.get('seconds')} s."
         )
     else:
-        st.warning(f"Training job {job['id']} {status}: {job.get('error') or ''}")
+        st.warning(f"Training job {job['id']} {status}: {job.get('error') or ''}. "
+                   "The promoted model is unchanged.")
     if st.session_state.get("last_job_status") != (job["id"], status):
         if st.session_state.get("last_job_status") is not None and status == "succeeded":
             st.session_state["last_job_status"] = (job["id"], status)
@@ -82,32 +102,141 @@ job_status()
 st.subheader("Model versions")
 if not models:
     st.info("No model yet. Label a few items of at least two classes, then train.")
-else:
-    table = pd.DataFrame(
-        [
-            {
-                "version": m["version"],
-                "status": m["status"],
-                "model": m["estimator"],
-                "CV balanced acc.": m["cv_score"],
-                "holdout balanced acc.": m["holdout_score"],
-                "holdout labels": m["holdout_size"],
-                "train labels": m["train_size"],
-                "created": m["created_at"],
-            }
-            for m in models
-        ]
-    )
-    st.dataframe(table, hide_index=True, width="stretch", key="models-table")
-    measured = next((m for m in models if m["status"] == "promoted"), models[0])
-    if how := measured["metrics"].get("how_measured"):
-        st.caption(f"v{measured['version']}: {how}.")
-    versions = [m["version"] for m in models]
-    with st.container(horizontal=True):
-        chosen = st.selectbox("Version", versions, label_visibility="collapsed")
-        if st.button("Promote this version", key="promote"):
+    st.stop()
+
+snapshot_version = {s["id"]: s["version"] for s in list_snapshots(db, project)}
+table = pd.DataFrame([
+    {
+        "version": m["version"],
+        "status": m["status"],
+        "model": m["estimator"],
+        "CV balanced acc.": m["cv_score"],
+        "holdout balanced acc.": m["holdout_score"],
+        "holdout labels": m["holdout_size"],
+        "train labels": m["train_size"],
+        "training set": snapshot_version.get(m.get("training_set_id")),
+        "trials": m["metrics"].get("trials"),
+        "created": m["created_at"],
+    }
+    for m in models
+])
+st.dataframe(table, hide_index=True, width="stretch", key="models-table")
+
+versions = [m["version"] for m in models]
+promoted = next((m for m in models if m["status"] == "promoted"), None)
+default = versions.index(promoted["version"]) if promoted else 0
+with st.container(horizontal=True, vertical_alignment="bottom"):
+    chosen = st.selectbox("Version", versions, index=default, format_func=lambda v: f"v{v}")
+    if st.button("Promote this version", key="promote"):
+        try:
+            promote(db, project, int(chosen), user=current_user())
+            st.rerun()
+        except GroundworkError as exc:
+            st.error(str(exc))
+    if st.button("Roll back", key="rollback",
+                 help="Promote again the version that was promoted before the current one"):
+        try:
+            back = rollback(db, project, user=current_user())
+            st.session_state["train-message"] = f"Rolled back to v{back['version']}."
+            st.rerun()
+        except GroundworkError as exc:
+            st.error(str(exc))
+if message := st.session_state.pop("train-message", None):
+    st.success(message)
+
+model = next(m for m in models if m["version"] == chosen)
+metrics = model["metrics"]
+if how := metrics.get("how_measured"):
+    st.caption(f"v{model['version']}: {how}.")
+
+search_tab, holdout_tab, details_tab, compare_tab = st.tabs(
+    ["Search", "Holdout", "Details", "Compare"])
+
+with search_tab:
+    rows = metrics.get("leaderboard") or []
+    if not rows:
+        st.caption("This version was trained before leaderboards were recorded.")
+    else:
+        done = sum(r["state"] == "complete" for r in rows)
+        st.markdown(f"**Leaderboard**: {len(rows)} trials, {done} completed, "
+                    f"{metrics.get('trials_pruned', 0)} pruned, in "
+                    f"{metrics.get('search_seconds')} s of a {metrics.get('budget')} s budget "
+                    f"(refit {metrics.get('refit_seconds')} s; workers: "
+                    f"{', '.join(metrics.get('workers') or ['main'])}).")
+        st.dataframe(leaderboard_frame(rows), hide_index=True, width="stretch",
+                     key="leaderboard")
+        history = optimisation_history(rows)
+        left, right = st.columns(2)
+        with left:
+            st.markdown("**Optimisation history**")
+            st.line_chart(history, x="trial", y=["CV score", "best so far"],
+                          y_label="CV balanced accuracy")
+        with right:
+            st.markdown("**Model families**")
+            st.dataframe(family_summary(rows), hide_index=True, width="stretch")
+        importances = importance_frame(metrics.get("param_importances") or {})
+        if not importances.empty:
+            family = metrics["param_importances"]["within_best_family"]["model"]
+            st.markdown(f"**Parameter importances** (within {family}, Optuna's fANOVA-style "
+                        "evaluator over its completed trials)")
+            st.bar_chart(importances, x="parameter", y="importance", horizontal=True)
+        elif rows:
+            st.caption("Parameter importances need at least five completed trials of the best "
+                       "family.")
+
+with holdout_tab:
+    if model["holdout_score"] is None:
+        st.info("No holdout: every label was needed for training (fewer than ten people's "
+                "labels, or a class missing outside the holdout).")
+    else:
+        st.metric("Holdout balanced accuracy", f"{model['holdout_score']:.3f}",
+                  help=f"on {model['holdout_size']} held-out labels")
+        confusion = confusion_frame(metrics.get("confusion_matrix"))
+        if not confusion.empty:
+            st.markdown("**Confusion matrix** (rows: true class; columns: predicted)")
+            st.dataframe(confusion, width="stretch")
+        per_class = metrics.get("per_class")
+        if per_class:
+            frame = pd.DataFrame([
+                {"class": c, "precision": v["precision"], "recall": v["recall"],
+                 "f1": v["f1-score"], "support": int(v["support"])}
+                for c, v in per_class.items() if isinstance(v, dict) and c in project.classes
+            ])
+            st.markdown("**Per class**")
+            st.dataframe(frame, hide_index=True, width="stretch")
+
+with details_tab:
+    st.markdown(f"**Model**: `{model['estimator']}` · status {model['status']}"
+                + (f" (promoted {model['promoted_at']} by {model['promoted_by']})"
+                   if model.get("promoted_by") else ""))
+    st.json({"parameters": model["params"],
+             "training set": snapshot_version.get(model.get("training_set_id")),
+             "snapshot hash": model["snapshot_hash"],
+             "artifact": model["artifact_path"],
+             "artifact sha256": model["artifact_sha256"],
+             "warm start from": metrics.get("warm_start"),
+             "study": metrics.get("study"),
+             "library versions": metrics.get("library_versions")}, expanded=True)
+
+with compare_tab:
+    others = [v for v in versions if v != chosen]
+    if not others:
+        st.caption("Train another version to compare two on the same holdout.")
+    else:
+        other = st.selectbox("Compare with", others, format_func=lambda v: f"v{v}",
+                             key="compare-with")
+        if st.button("Compare on today's holdout", key="compare"):
             try:
-                promote(db, project, int(chosen))
-                st.rerun()
+                result = compare_versions(db, project, int(chosen), int(other))
+                st.dataframe(pd.DataFrame([
+                    {"version": f"v{v['version']}", "model": v["estimator"],
+                     "balanced accuracy": v["balanced_accuracy"], "accuracy": v["accuracy"],
+                     "95% interval": f"{v['accuracy_interval'][0]:.3f} – "
+                                     f"{v['accuracy_interval'][1]:.3f}"}
+                    for v in result["versions"]]), hide_index=True, width="stretch",
+                    key="compare-table")
+                st.caption(f"{result['how_measured']}. Only v{chosen} right on "
+                           f"{result['only_a_right']}, only v{other} right on "
+                           f"{result['only_b_right']} (p = {result['p_value']}).")
             except GroundworkError as exc:
                 st.error(str(exc))
