@@ -312,14 +312,27 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     db = _open(args)
     project = _project(db, args.project)
-    rows = predict_file(
-        db,
-        project,
-        args.input,
-        args.out,
-        text_column=args.text_column,
-        image_column=args.image_column,
-    )
+    from tqdm import tqdm
+
+    bar = tqdm(total=None, unit="rows", file=sys.stderr, desc="predicting",
+               disable=not (args.progress or sys.stderr.isatty()))
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        rows = predict_file(
+            db,
+            project,
+            args.input,
+            args.out,
+            text_column=args.text_column,
+            image_column=args.image_column,
+            progress=progress,
+        )
+    finally:
+        bar.close()
     if args.json:
         _print_json({"rows": rows, "out": str(args.out)})
     else:
@@ -650,6 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.add_argument("--text-column")
     p.add_argument("--image-column")
+    p.add_argument("--progress", action="store_true",
+                   help="show the progress bar on stderr even when it is not a terminal")
 
     p = add("export", cmd_export, "export labels")
     p.add_argument("project")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +32,14 @@ def predict_file(
     *,
     text_column: str | None = None,
     image_column: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    chunk: int = 2000,
 ) -> int:
-    """Predict every readable row or image of `source`; return the number of rows written."""
+    """Predict every readable row or image of `source`; return the number of rows written.
+
+    Rows are predicted `chunk` at a time and `progress(done, total)` is told
+    after each, so a large file shows a moving bar instead of a silent wait.
+    """
     row = promoted_model(db, project)
     if row is None:
         raise GroundworkError(
@@ -46,7 +53,13 @@ def predict_file(
     with tempfile.TemporaryDirectory() as work:
         keys, X = read_prediction_input(source, project.modality, text_column=text_column,
                                         image_column=image_column, workdir=work)
-        proba = model.predict_proba(X) if len(keys) else np.zeros((0, len(model.classes)))
+        parts = []
+        for start in range(0, len(keys), chunk):
+            part = X.iloc[start:start + chunk] if hasattr(X, "iloc") else X[start:start + chunk]
+            parts.append(np.asarray(model.predict_proba(part), dtype=float))
+            if progress is not None:
+                progress(min(start + chunk, len(keys)), len(keys))
+        proba = np.vstack(parts) if parts else np.zeros((0, len(model.classes)))
     if model.multi_label:
         predicted = [",".join(c for c, p in zip(model.classes, r, strict=True) if p >= 0.5)
                      for r in proba]

@@ -138,6 +138,13 @@ def test_batch_prediction_contract_ignores_extra_columns_and_needs_the_trained_o
                                   *[f"p_{c}" for c in project.classes]]
     truth = pd.read_csv(wine_csv)["cultivar"]
     assert (pred["predicted_label"] == truth).mean() > 0.85
+    # In chunks, with progress after each: the same rows, the same numbers.
+    seen = []
+    chunked = tmp_path / "chunked.csv"
+    assert predict_file(db, project, wine_csv, chunked, chunk=50,
+                        progress=lambda done, total: seen.append((done, total))) == 178
+    assert seen == [(50, 178), (100, 178), (150, 178), (178, 178)]
+    assert pd.read_csv(chunked).equals(pred)
     narrow = tmp_path / "narrow.csv"
     pd.read_csv(wine_csv).drop(columns=["alcohol"]).to_csv(narrow, index=False)
     with pytest.raises(GroundworkError, match="lacks the column.*alcohol"):

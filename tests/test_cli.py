@@ -158,6 +158,9 @@ def test_tabular_project_with_label_column(gw, wine_csv, tmp_path):
     pred = pd.read_csv(out)
     truth = pd.read_csv(wine_csv)["cultivar"]
     assert (pred["predicted_label"] == truth).mean() > 0.9
+    # --progress draws the bar on stderr even when stderr is not a terminal.
+    code, out_text, err = gw("predict", "wine", wine_csv, "--out", out, "--progress")
+    assert code == 0 and "178/178" in err and "wrote 178 predictions" in out_text
     gw.json("export", "wine", "--format", "csv", "--out", tmp_path / "w.csv")
 
 
