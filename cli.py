@@ -193,6 +193,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_report(args: argparse.Namespace) -> int:
+    from automl.training import training_report
+
+    db = _open(args)
+    report = training_report(db, _project(db, args.project), include_auto=args.include_auto)
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"{report['n']} labels, {report['problem_type']}, metric {report['metric']}")
+        for finding in report["findings"]:
+            print(f"{finding['level']:<8} {finding['check']}: {finding['message']}")
+    return 1 if report["blocking"] else 0
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from automl.training import run_worker
 
@@ -626,6 +640,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (postgresql://...) that "
                    "`groundwork worker` processes share; default: a journal file in the store")
     p.add_argument("--study", help="name the study (so workers can be started alongside)")
+
+    p = add("data-report", cmd_data_report,
+            "check the training data first: problem type, metric, blocking problems, warnings")
+    p.add_argument("project")
+    p.add_argument("--include-auto", action="store_true", help="as `train --include-auto`")
 
     p = add("worker", cmd_worker, "join a training run's study and run trials until its deadline")
     p.add_argument("project")

@@ -29,6 +29,8 @@ from sklearn.metrics import classification_report, confusion_matrix
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer
 
+from automl.data_report import data_report, raise_if_blocking
+from automl.explain import explain
 from automl.features import make_features
 from automl.model import TrainedModel
 from automl.registry import load_model, promoted_model, save_artifact, score_pool
@@ -140,14 +142,29 @@ def _check_classes(project: Project, answers: list[list[str]]) -> None:
 def validate_training(
     db: sqlite_utils.Database, project: Project, *, include_auto: bool = False
 ) -> None:
-    """The checks a training run starts with, cheap enough to run before starting a job."""
-    labels = current_labels(db, project, curated_only=not include_auto)
-    if labels.empty:
-        raise GroundworkError(
-            f"training needs labels: project {project.name!r} has no curated labels yet; "
-            "label at least a few items of two classes (or import a label column)"
-        )
-    _check_classes(project, [list(v) for v in labels["labels"]])
+    """The checks a training run starts with, run before a job is started so it fails now.
+
+    The data report reads every labeled item's input (a second or two on tens of
+    thousands of items), which is what catches an unreadable image up front.
+    """
+    raise_if_blocking(training_report(db, project, include_auto=include_auto))
+
+
+def training_report(
+    db: sqlite_utils.Database, project: Project, *, include_auto: bool = False,
+    data: TrainingSet | None = None,
+) -> dict:
+    """The data report on exactly what a run would train on: problem type, metric, findings.
+
+    Blocking findings (one class, a class with a single example, unreadable
+    images) stop a run before it starts; warnings are shown and left to the user.
+    """
+    data = data or training_set(db, project, include_auto=include_auto)
+    _check_classes(project, data.labels)
+    report = data_report(project.modality, data.X, data.labels, project.multi_label,
+                         project.classes, item_ids=data.item_ids)
+    report["training_set_hash"] = data.snapshot_hash
+    return report
 
 
 # ---------------------------------------------------------------- the training run
@@ -222,6 +239,8 @@ def train_project(
     started = time.monotonic()
     deadline = time.time() + budget
     data = training_set(db, project, include_auto=include_auto)
+    checked = training_report(db, project, data=data)
+    raise_if_blocking(checked)
     snapshot = save_snapshot(db, project, snapshot_hash=data.snapshot_hash,
                              item_ids=data.item_ids, labels=data.labels, sources=data.sources,
                              holdout=data.holdout.tolist(), include_auto=include_auto)
@@ -317,6 +336,12 @@ def train_project(
                 "matrix": confusion_matrix(y_hold, predicted_hold,
                                            labels=project.classes).tolist(),
             }
+        # Intervals, per-class scores, calibration and importance on the same holdout;
+        # explain() never raises, so a failed explanation never costs the model.
+        _, hold_answers = data.part(data.holdout)
+        metrics["explanation"] = explain(model, X_hold, hold_answers, project, seed=seed)
+    metrics["data_report"] = checked
+    metrics["problem_type"] = checked["problem_type"]
 
     # Promotion: the new version must do at least as well as the promoted one on
     # the same holdout (both measured now, on today's labels).

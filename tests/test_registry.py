@@ -137,3 +137,24 @@ def test_cli_models_promote_rollback_compare_snapshots(gw, data_dir, wine_csv):
     with sqlite3.connect(data_dir / "groundwork.db") as conn:
         assert conn.execute("SELECT count(*) FROM model_versions WHERE status = 'promoted'"
                             ).fetchone()[0] == 1
+
+
+def test_data_report_blocks_a_class_with_one_example_before_any_job(gw, db, wine_csv):
+    gw.json("import", "wine", wine_csv, "--modality", "tabular", "--gold-column", "cultivar")
+    project = get_project(db, "wine")
+    gold = {i: json.loads(g) for i, g in db.execute("SELECT id, gold FROM items")}
+    firsts = {}
+    for item_id, truth in gold.items():
+        if truth == ["barbera"] and "barbera" in firsts:
+            continue  # barbera gets a single example
+        firsts.setdefault(truth[0], item_id)
+        record_annotation(db, project, item_id, truth, user="ann")
+    code, out, _ = gw("data-report", "wine", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["blocking"] and report["problem_type"] == "multiclass"
+    blocking = [f for f in report["findings"] if f["level"] == "blocking"]
+    assert [f["check"] for f in blocking] == ["singleton_class"]
+    message = gw.fails("train", "wine", "--budget", "2")
+    assert "training cannot start" in message and "barbera" in message
+    assert "training cannot start" in gw.fails("train", "wine", "--background")
+    assert db["model_versions"].count == 0 and db["jobs"].count == 0

@@ -58,6 +58,15 @@ def test_train_page_shows_the_search_the_holdout_and_the_lineage(trained):
     assert any("Leaderboard" in m.value for m in at.markdown)
     assert any("Confusion matrix" in m.value for m in at.markdown)
     assert at.metric[0].value == f"{model['holdout_score']:.3f}"
+    # Explanations of the chosen model: intervals, calibration, permutation importance.
+    explanation = model["metrics"]["explanation"]
+    assert explanation["errors"] == [] and explanation["n"] == model["holdout_size"]
+    assert any("Calibration" in m.value for m in at.markdown)
+    assert any("Permutation importance" in m.value for m in at.markdown)
+    assert any("Wilson" in c.value for c in at.caption)
+    # The data report above the button: problem type and objective, no blocking problem.
+    assert any("Data report: 178 labels, multiclass, objective balanced accuracy" in e.label
+               for e in at.expander)
     assert at.json[0].value  # parameters, artifact hash, library versions
     assert model["artifact_sha256"] in at.json[0].value
 

@@ -11,7 +11,7 @@ from automl.compare import compare_versions
 from automl.jobs import cancel_job, latest_job, reap_stale_jobs, start_training
 from automl.registry import list_models, promote, rollback
 from automl.snapshots import list_snapshots
-from automl.training import study_trials
+from automl.training import study_trials, training_report
 from automl.views import (
     confusion_frame,
     family_summary,
@@ -33,12 +33,50 @@ st.caption(
 )
 
 models = list_models(db, project)
+
+
+@st.cache_data(ttl=30, show_spinner="Checking the training data...")
+def _report(data_dir: str, project_id: int, include_auto: bool, labels: int) -> dict | None:
+    """Cached per store, project and label count: a new label refreshes it."""
+    try:
+        return training_report(db, project, include_auto=include_auto)
+    except GroundworkError as exc:
+        return {"error": str(exc)}
+
+
+def data_report_panel(include_auto: bool) -> None:
+    labels = db.execute("SELECT count(*) FROM annotations WHERE project_id = ?",
+                        [project.id]).fetchone()[0]
+    report = _report(str(db.data_dir), project.id, include_auto, labels)
+    if report is None:
+        return
+    if "error" in report:
+        st.warning(report["error"])
+        return
+    levels = [f["level"] for f in report["findings"]]
+    title = (f"Data report: {report['n']} labels, {report['problem_type']}, objective "
+             f"{report['metric'].replace('_', ' ')} · {levels.count('blocking')} blocking, "
+             f"{levels.count('warning')} warnings")
+    with st.expander(title, expanded=report["blocking"]):
+        counts = pd.DataFrame(sorted(report["class_counts"].items(), key=lambda kv: -kv[1]),
+                              columns=["class", "labels"])
+        st.bar_chart(counts, x="class", y="labels", horizontal=True, height=min(
+            60 + 28 * len(counts), 320))
+        show = {"blocking": st.error, "warning": st.warning, "info": st.info}
+        for finding in report["findings"]:
+            show[finding["level"]](f"**{finding['check'].replace('_', ' ')}**: "
+                                   f"{finding['message']}")
+        if not report["findings"]:
+            st.success("No problems found in the training data.")
+
+
 budget = st.number_input("Search time budget (seconds)", min_value=5, max_value=3600, value=30)
 include_auto = st.checkbox(
     "Also train on machine (auto) labels", value=False, key="include-auto",
     help="Off by default: machine labels can reinforce the model's own mistakes. "
     "They are never used to measure a model.",
 )
+data_report_panel(include_auto)
 label = "Retrain from corrected labels" if models else "Train model"
 if st.button(label, key="train", type="primary"):
     try:
@@ -185,25 +223,67 @@ with search_tab:
                        "family.")
 
 with holdout_tab:
+    explanation = metrics.get("explanation") or {}
     if model["holdout_score"] is None:
         st.info("No holdout: every label was needed for training (fewer than ten people's "
                 "labels, or a class missing outside the holdout).")
     else:
-        st.metric("Holdout balanced accuracy", f"{model['holdout_score']:.3f}",
-                  help=f"on {model['holdout_size']} held-out labels")
+        hm = explanation.get("holdout_metrics") or {}
+        cols = st.columns(3)
+        for col, key, name in ((cols[0], "balanced_accuracy", "Balanced accuracy"),
+                               (cols[1], "accuracy", "Accuracy"),
+                               (cols[2], "subset_accuracy", "Subset accuracy")):
+            if hm.get(key):
+                v = hm[key]
+                col.metric(name, f"{v['value']:.3f}",
+                           help=f"95% interval {v['low']:.3f} – {v['high']:.3f}")
+                col.caption(f"95% interval {v['low']:.3f} – {v['high']:.3f}")
+        if not hm:
+            cols[0].metric("Holdout balanced accuracy", f"{model['holdout_score']:.3f}")
+        st.caption(hm.get("how") or f"on {model['holdout_size']} held-out labels")
         confusion = confusion_frame(metrics.get("confusion_matrix"))
         if not confusion.empty:
             st.markdown("**Confusion matrix** (rows: true class; columns: predicted)")
             st.dataframe(confusion, width="stretch")
-        per_class = metrics.get("per_class")
-        if per_class:
-            frame = pd.DataFrame([
-                {"class": c, "precision": v["precision"], "recall": v["recall"],
-                 "f1": v["f1-score"], "support": int(v["support"])}
-                for c, v in per_class.items() if isinstance(v, dict) and c in project.classes
-            ])
+        rows = (explanation.get("per_class") or {}).get("rows")
+        if rows:
             st.markdown("**Per class**")
-            st.dataframe(frame, hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        calib = explanation.get("calibration") or {}
+        bins = [b for b in calib.get("bins") or [] if b.get("count")]
+        if bins:
+            st.markdown(f"**Calibration** (expected calibration error {calib.get('ece', 0):.3f})")
+            frame = pd.DataFrame(bins)
+            frame["perfectly calibrated"] = frame["mean_confidence"]
+            st.line_chart(frame, x="mean_confidence", y=["accuracy", "perfectly calibrated"],
+                          x_label="confidence", y_label="accuracy on the holdout")
+            st.caption(calib.get("how", ""))
+        imp = explanation.get("importance") or {}
+        if imp.get("kind") == "tabular" and imp.get("features"):
+            st.markdown("**Permutation importance** (drop in balanced accuracy when a column "
+                        "is shuffled)")
+            st.bar_chart(pd.DataFrame(imp["features"]).head(20), x="feature", y="mean",
+                         horizontal=True)
+        elif imp.get("kind") == "image" and imp.get("grid"):
+            st.markdown("**Which parts of the picture matter** (drop in balanced accuracy when "
+                        "a region is shuffled between images)")
+            cells = [{"row": r, "col": c, "drop": v} for r, line in enumerate(imp["grid"])
+                     for c, v in enumerate(line)]
+            st.vega_lite_chart(pd.DataFrame(cells), {
+                "mark": "rect", "width": 240, "height": 240,
+                "encoding": {"x": {"field": "col", "type": "ordinal", "axis": None},
+                             "y": {"field": "row", "type": "ordinal", "axis": None},
+                             "color": {"field": "drop", "type": "quantitative",
+                                       "scale": {"scheme": "inferno"}}}})
+        elif imp.get("kind") == "text" and imp.get("per_class"):
+            st.markdown("**Top terms per class**")
+            st.dataframe(pd.DataFrame({c: [t["term"] for t in terms[:15]] + [""] * (
+                15 - len(terms[:15])) for c, terms in imp["per_class"].items()}),
+                hide_index=True, width="stretch")
+        if imp.get("how"):
+            st.caption(imp["how"])
+        for problem in (explanation.get("reasons") or []) + (explanation.get("errors") or []):
+            st.caption(f"Note: {problem}")
 
 with details_tab:
     st.markdown(f"**Model**: `{model['estimator']}` · status {model['status']}"

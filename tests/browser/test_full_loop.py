@@ -107,7 +107,7 @@ def test_whole_loop_import_label_train_review_retrain(app_server, page, tmp_path
     page.get_by_label("Search time budget (seconds)").fill("5")
     page.get_by_role("button", name="Train model").click()
     expect(page.get_by_text(re.compile(r"finished: model v1"))).to_be_visible(timeout=90_000)
-    expect(page.get_by_test_id("stDataFrame")).to_be_visible()
+    expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
     shot(page, "3-train")
     model = query(data, "SELECT id, status, train_size, holdout_size FROM model_versions")
     assert len(model) == 1 and model[0][1] == "promoted"

@@ -35,7 +35,10 @@ def test_training_survives_a_reload_shows_progress_and_promotes(page, tmp_path, 
     server = AppServer(data)
     try:
         page.goto(f"{server.url}/train?project=wine")
-        expect(page.get_by_role("heading", name=re.compile("^Train · wine"))).to_be_visible()
+        expect(page.get_by_role("heading", name=re.compile("^Train · wine"))).to_be_visible(
+            timeout=30_000)
+        expect(page.get_by_text(re.compile(r"^Data report: 178 labels, multiclass"))
+               ).to_be_visible(timeout=30_000)
         page.get_by_label("Search time budget (seconds)").fill("12")
         page.get_by_role("button", name="Retrain from corrected labels").click()
         running = page.get_by_text(re.compile(r"^Training job \d+ running: \d+ trials done"))
