@@ -59,6 +59,7 @@ def start_training(
     *,
     seed: int = 0,
     include_auto: bool = False,
+    ensemble: bool = False,
 ) -> int:
     """Queue a training run and start its process; refuse what would fail anyway, now."""
     validate_training(db, project, include_auto=include_auto)
@@ -77,7 +78,8 @@ def start_training(
             "kind": "train",
             "status": "queued",
             "params": json.dumps({"budget": float(budget), "seed": int(seed),
-                                  "include_auto": bool(include_auto)}),
+                                  "include_auto": bool(include_auto),
+                                  "ensemble": bool(ensemble)}),
             "progress": json.dumps({"trials": 0, "best": None, "elapsed": 0.0,
                                     "budget": float(budget)}),
             "created_at": utcnow(),
@@ -180,6 +182,7 @@ def run_job(data_dir: str | Path, job_id: int) -> str:
         return train_project(db, project, budget=float(params.get("budget", 30.0)),
                              seed=int(params.get("seed", 0)), job_id=job_id,
                              include_auto=bool(params.get("include_auto", False)),
+                             ensemble=bool(params.get("ensemble", False)),
                              progress=progress, should_stop=should_stop)
 
     try:

@@ -30,6 +30,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer
 
 from automl.data_report import data_report, raise_if_blocking
+from automl.ensemble import candidates as ensemble_candidates
+from automl.ensemble import describe as describe_ensemble
+from automl.ensemble import refit_seconds as ensemble_refit_seconds
+from automl.ensemble import voting
 from automl.explain import explain
 from automl.features import make_features
 from automl.model import TrainedModel
@@ -40,6 +44,7 @@ from automl.search import (
     completed,
     create_study,
     families,
+    final_params,
     leaderboard,
     load_study,
     param_importances,
@@ -226,6 +231,7 @@ def train_project(
     storage_url: str | None = None,
     study_name: str | None = None,
     on_study: Callable[[str], None] | None = None,
+    ensemble: bool = False,
 ) -> dict:
     """Search, fit, measure, save, maybe promote, and score the pool with the promoted model.
 
@@ -238,6 +244,8 @@ def train_project(
                               f"{budget!r}")
     started = time.monotonic()
     deadline = time.time() + budget
+    # An ensemble refits several models after the search: keep a sixth of the budget for it.
+    search_deadline = deadline - budget / 6 if ensemble else deadline
     data = training_set(db, project, include_auto=include_auto)
     checked = training_report(db, project, data=data)
     raise_if_blocking(checked)
@@ -257,7 +265,7 @@ def train_project(
     storage = storage_for(data_dir_of(db), project.id, storage_url)
     name = study_name or f"{project.id}-{utcnow()}-{job_id or 'run'}"
     study = create_study(storage, name, seed, {
-        "deadline": deadline, "snapshot_hash": data.snapshot_hash, "project_id": project.id,
+        "deadline": search_deadline, "snapshot_hash": data.snapshot_hash, "project_id": project.id,
         "include_auto": include_auto, "seed": seed, "budget": budget}, warm)
     if on_study is not None:
         on_study(name)
@@ -273,7 +281,7 @@ def train_project(
                 "study": name,
             })
 
-    run_search(problem, study, deadline, on_trial=report, should_stop=should_stop)
+    run_search(problem, study, search_deadline, on_trial=report, should_stop=should_stop)
     if should_stop is not None and should_stop():
         raise JobCancelled("training was cancelled")
     done = completed(study)
@@ -282,7 +290,8 @@ def train_project(
         reason = failed[0].system_attrs.get("fail_reason", "") if failed else ""
         raise GroundworkError(f"no model could be fitted on these labels {reason}".strip())
     best = study.best_trial
-    params = {k: v for k, v in best.params.items()}
+    # search.py's tuned decision rule (threshold / class weights) rides along in the params.
+    params = final_params(best)
     search_seconds = round(time.monotonic() - started, 2)
 
     pipeline = Pipeline([("features", make_features(project.modality, X_train)),
@@ -295,6 +304,14 @@ def train_project(
     model = TrainedModel(pipeline=pipeline, classes=list(project.classes),
                          fitted_classes=fitted_classes, modality=project.modality,
                          multi_label=project.multi_label, columns=columns)
+
+    estimator = params["model"]
+    ensembled = None
+    if ensemble:
+        ensembled, model = _maybe_ensemble(project, problem, study, model, X_train, y_train,
+                                           X_hold, y_hold, deadline, budget)
+        if ensembled.get("chosen"):
+            estimator = ensembled["estimator"]
 
     holdout_score = None
     held_sources = ", ".join(sorted({s for s, m in zip(data.sources, data.holdout, strict=True)
@@ -317,6 +334,7 @@ def train_project(
         "leaderboard": leaderboard(study),
         "param_importances": param_importances(study),
         "library_versions": library_versions(),
+        "ensemble": ensembled,
         "how_measured": (
             f"cv: mean balanced accuracy over {len(splits)} cross-validation folds of the "
             f"{n} training labels; holdout: balanced accuracy on {int(data.holdout.sum())} "
@@ -369,7 +387,7 @@ def train_project(
                 "version": version,
                 "created_at": utcnow(),
                 "status": "promoted" if promote_it else "candidate",
-                "estimator": params["model"],
+                "estimator": estimator,
                 "params": json.dumps(params),
                 "metric_name": METRIC,
                 "cv_score": float(best.value),
@@ -403,7 +421,7 @@ def train_project(
         "holdout": holdout_score,
         "holdout_size": int(data.holdout.sum()),
         "train_size": n,
-        "estimator": params["model"],
+        "estimator": estimator,
         "params": params,
         "promoted": promote_it,
         "scored": scored,
@@ -414,6 +432,55 @@ def train_project(
         "include_auto": include_auto,
         "training_set": snapshot["version"],
     }
+
+
+def _maybe_ensemble(project: Project, problem: SearchProblem, study: optuna.Study,
+                    single: TrainedModel, X_train, y_train, X_hold, y_hold,  # noqa: N803
+                    deadline: float, budget: float) -> tuple[dict, TrainedModel]:
+    """Soft voting over the best trial of each top family, kept only if it wins on the holdout.
+
+    Returns what was tried and why, and the model to keep. The ensemble's
+    extra fits must fit in the budget's 10% slack; otherwise it is skipped.
+    """
+    info: dict = {"chosen": False}
+    members = ensemble_candidates(study)
+    if project.multi_label:
+        info["reason"] = "ensembles are built for single-label projects only"
+    elif y_hold is None:
+        info["reason"] = "no holdout to choose between the ensemble and the best model on"
+    elif len(members) < 2:
+        info["reason"] = "fewer than two model families completed a trial"
+    elif time.time() + ensemble_refit_seconds(members) > deadline + 0.1 * budget:
+        info["reason"] = (f"its {len(members)} fits (about {ensemble_refit_seconds(members):.1f}"
+                          " s) would overrun the time budget")
+    if "reason" in info:
+        return info, single
+    started = time.monotonic()
+    pipeline = Pipeline([("features", make_features(project.modality, X_train)),
+                         ("model", voting(problem.make, members, final_params))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipeline.fit(X_train, y_train)
+    candidate = TrainedModel(pipeline=pipeline, classes=single.classes,
+                             fitted_classes=single.fitted_classes, modality=single.modality,
+                             multi_label=single.multi_label, columns=single.columns)
+    single_score = score(y_hold, predict_labels(single, X_hold, project), False)
+    ensemble_score = score(y_hold, predict_labels(candidate, X_hold, project), False)
+    chosen = ensemble_score > single_score
+    info.update({
+        "chosen": chosen,
+        "estimator": describe_ensemble(members),
+        "members": [{"trial": t.number, "model": t.params["model"], "cv": round(t.value, 4)}
+                    for t in members],
+        "single_holdout": round(single_score, 4),
+        "ensemble_holdout": round(ensemble_score, 4),
+        "seconds": round(time.monotonic() - started, 2),
+        "reason": ("the ensemble scores higher on the holdout" if chosen else
+                   "the best single model scores at least as well on the holdout"),
+        "note": "chosen on the holdout, so the holdout score of the chosen one is slightly "
+                "optimistic (a choice between two candidates)",
+    })
+    return info, candidate if chosen else single
 
 
 def study_trials(db: sqlite_utils.Database, project: Project, study_name: str) -> list[dict]:

@@ -223,3 +223,24 @@ def test_a_budget_too_small_for_any_trial_still_ends_with_the_default_model(db, 
     assert result["estimator"] == "logistic_regression"
     assert model["metrics"]["trials_completed"] == 1
     assert result["holdout"] is not None
+
+
+def test_ensemble_is_tried_and_kept_only_if_it_wins_on_the_holdout(db, wine_csv, tmp_path):
+    project = half_labeled_wine(db, wine_csv, tmp_path)
+    result = train_project(db, project, budget=8, ensemble=True)
+    info = promoted_model(db, project)["metrics"]["ensemble"]
+    assert len(info["members"]) >= 2
+    assert len({m["model"] for m in info["members"]}) == len(info["members"])  # one per family
+    assert info["chosen"] == (info["ensemble_holdout"] > info["single_holdout"])
+    kept = info["ensemble_holdout"] if info["chosen"] else info["single_holdout"]
+    assert result["holdout"] == pytest.approx(kept, abs=1e-4)
+    assert result["estimator"].startswith("ensemble(") == info["chosen"]
+    model = load_model(db, promoted_model(db, project))
+    assert model.predict_proba(pd.read_csv(wine_csv).drop(columns=["cultivar"])).shape == (178, 3)
+
+
+def test_ensemble_needs_two_families(db, wine_csv, tmp_path):
+    project = half_labeled_wine(db, wine_csv, tmp_path)
+    train_project(db, project, budget=0.01, ensemble=True)
+    info = promoted_model(db, project)["metrics"]["ensemble"]
+    assert info == {"chosen": False, "reason": "fewer than two model families completed a trial"}

@@ -1,0 +1,165 @@
+"""The search's own behaviour: the tuned decision rule, the kernel SVM, defaults, folds.
+
+Real data: scikit-learn's breast cancer table made imbalanced (every benign
+row, one malignant row in ten: about 6% positive, like ISLR's Caravan), and
+the digits.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import optuna
+import pytest
+from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.metrics import balanced_accuracy_score
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from automl.search import (
+    DEFAULT_TRIAL,
+    FAMILY_DEFAULTS,
+    DecisionWeights,
+    KernelSVM,
+    SearchProblem,
+    build_estimator,
+    create_study,
+    cv_splits,
+    enqueue_defaults,
+    families,
+    final_params,
+    leaderboard,
+    reweight,
+    tune_decision,
+)
+
+UNWEIGHTED_LR = {"model": "logistic_regression", "lr_C": 0.05, "lr_balanced": False}
+
+
+@pytest.fixture(scope="module")
+def imbalanced():
+    """Breast cancer with malignant (class 0 in scikit-learn) cut to one row in ten."""
+    data = load_breast_cancer()
+    X, y = data.data, 1 - data.target  # 1 = malignant, the rare class here
+    rng = np.random.default_rng(0)
+    keep = (y == 0) | (rng.random(len(y)) < 0.1)
+    X, y = StandardScaler().fit_transform(X[keep]), y[keep]
+    assert 0.04 < y.mean() < 0.10
+    return train_test_split(X, y, test_size=0.4, stratify=y, random_state=0)
+
+
+def one_trial(problem: SearchProblem, params: dict) -> optuna.trial.FrozenTrial:
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial(params)
+    study.optimize(problem.objective(time.time() + 300), n_trials=1)
+    return study.trials[0]
+
+
+def test_threshold_tuning_raises_balanced_accuracy_on_an_imbalanced_set(imbalanced):
+    X_tr, X_te, y_tr, y_te = imbalanced
+    problem = SearchProblem(F_train=X_tr, y_train=y_tr, multi_label=False,
+                            choices=["logistic_regression"])
+    trial = one_trial(problem, UNWEIGHTED_LR)
+    decision = trial.user_attrs["decision"]
+    # An unweighted, strongly regularised model under-predicts the rare class:
+    # the tuned threshold sits well under 0.5.
+    assert decision["threshold"] < 0.4
+    # The trial's CV score is the tuned one, above the plain arg-max's.
+    plain = SearchProblem(F_train=X_tr, y_train=y_tr, multi_label=False,
+                          choices=["logistic_regression"], splits=problem.splits)
+    oof = np.zeros((len(y_tr), 2))
+    for tr, va in plain.splits:
+        oof[va] = build_estimator(UNWEIGHTED_LR, 0, len(y_tr)).fit(X_tr[tr], y_tr[tr]) \
+            .predict_proba(X_tr[va])
+    argmax_cv = np.mean([balanced_accuracy_score(y_tr[va], oof[va].argmax(1))
+                         for _, va in plain.splits])
+    assert trial.value > argmax_cv + 0.02
+
+    # The refit model applies it: on rows no step of the search saw, it is better.
+    params = final_params(trial)
+    assert params["threshold"] == decision["threshold"]
+    tuned = problem.make(params).fit(X_tr, y_tr)
+    untuned = problem.make(trial.params).fit(X_tr, y_tr)
+    assert isinstance(tuned, DecisionWeights)
+    tuned_ba = balanced_accuracy_score(y_te, tuned.predict(X_te))
+    untuned_ba = balanced_accuracy_score(y_te, untuned.predict(X_te))
+    assert tuned_ba > untuned_ba + 0.02
+    # ... and its probabilities' arg-max is the threshold rule on the raw model.
+    raw = untuned.predict_proba(X_te)[:, 1]
+    assert np.array_equal(tuned.predict(X_te), (raw > params["threshold"]).astype(int))
+    assert np.allclose(tuned.predict_proba(X_te).sum(axis=1), 1.0)
+
+
+def test_no_rule_is_kept_when_the_arg_max_is_already_best():
+    y = np.array([0, 0, 0, 1, 1, 1] * 5)
+    proba = np.column_stack([1 - y, y]) * 0.8 + 0.1  # perfectly separated at 0.5
+    splits = cv_splits(y, False, 0, len(y))
+    decision = tune_decision(y, proba, splits, 2)
+    assert decision["weights"] is None and decision["threshold"] is None
+    assert np.mean(decision["fold_scores"]) == 1.0
+
+
+def test_multiclass_rule_divides_by_class_shares_when_that_helps():
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1, 2], [80, 15, 5])
+    # A model that leans to the majority: the true class gets a modest bump only.
+    proba = np.tile([0.6, 0.25, 0.15], (len(y), 1)) + 0.3 * np.eye(3)[y] * rng.random((100, 1))
+    proba /= proba.sum(axis=1, keepdims=True)
+    splits = cv_splits(y, False, 0, len(y))
+    decision = tune_decision(y, proba, splits, 3)
+    assert decision["weights"] is not None and decision["threshold"] is None
+    plain = np.mean([balanced_accuracy_score(y[va], proba[va].argmax(1)) for _, va in splits])
+    assert np.mean(decision["fold_scores"]) > plain + 0.1
+    shifted = reweight(proba, np.array(decision["weights"]))
+    assert np.allclose(shifted.sum(axis=1), 1.0)
+
+
+def test_kernel_svm_probabilities_follow_its_decisions():
+    digits = load_digits()
+    X = StandardScaler().fit_transform(digits.data)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, digits.target, test_size=0.3,
+                                              stratify=digits.target, random_state=0)
+    svm = KernelSVM(C=3.0, gamma=1.0).fit(X_tr, y_tr)
+    proba = svm.predict_proba(X_te)
+    assert proba.shape == (len(y_te), 10) and np.allclose(proba.sum(axis=1), 1.0)
+    assert np.array_equal(svm.predict(X_te), svm.classes_[proba.argmax(axis=1)])
+    assert balanced_accuracy_score(y_te, svm.predict(X_te)) > 0.95
+    binary = KernelSVM().fit(X_tr, y_tr == 3)
+    assert binary.predict_proba(X_te).shape == (len(y_te), 2)
+
+
+def test_folds_five_for_small_sets_three_for_large():
+    small = np.array([0, 1] * 100)
+    large = np.array([0, 1] * 600)
+    assert len(cv_splits(small, False, 0, len(small))) == 5
+    assert len(cv_splits(large, False, 0, len(large))) == 3
+    assert len(cv_splits(np.array([0, 0, 1, 1, 0, 1]), False, 0, 6)) == 3  # 3 per class
+
+
+def test_defaults_are_enqueued_once_for_the_problem_families_and_warm_start_drops_decisions(
+        tmp_path):
+    warm = {**UNWEIGHTED_LR, "decision_weights": [0.2, 0.8], "threshold": 0.2}
+    study = create_study(optuna.storages.InMemoryStorage(), "s", 0, {}, [warm])
+    waiting = [t.params or t.system_attrs.get("fixed_params") for t in study.trials]
+    assert waiting == [DEFAULT_TRIAL, UNWEIGHTED_LR]
+    choices = families("text")
+    enqueue_defaults(study, choices)
+    enqueue_defaults(study, choices)  # a worker joining later adds nothing
+    fixed = [t.system_attrs.get("fixed_params") for t in study.trials]
+    models = [p["model"] for p in fixed[2:]]
+    assert models == [p["model"] for p in FAMILY_DEFAULTS if p["model"] in choices]
+    assert "lightgbm" not in models and "svm_rbf" not in models
+
+
+def test_a_study_runs_every_default_and_the_leaderboard_shows_a_tuned_threshold(imbalanced):
+    X_tr, _, y_tr, _ = imbalanced
+    choices = ["logistic_regression", "knn", "svm_rbf"]
+    problem = SearchProblem(F_train=X_tr, y_train=y_tr, multi_label=False, choices=choices)
+    study = create_study(optuna.storages.InMemoryStorage(), "s", 0, {}, [UNWEIGHTED_LR])
+    enqueue_defaults(study, choices)
+    study.optimize(problem.objective(time.time() + 300), n_trials=4)
+    assert [t.params["model"] for t in study.trials] == ["logistic_regression",
+                                                         "logistic_regression", "svm_rbf", "knn"]
+    board = leaderboard(study)
+    assert "threshold=" in board[1]["params"]
