@@ -109,9 +109,11 @@ def validation_slots(db: sqlite_utils.Database, project: Project, n: int) -> int
     accuracy measured on them (training holdout, automated labeling) hold for
     the pool, whatever active learning chose to show people.
     """
+    # `holdout IN (0, 1)` (every item is one or the other) lets SQLite count inside the
+    # (project_id, holdout, n_labels) index instead of reading each labeled item's row.
     labeled, held = db.execute(
         "SELECT count(*), coalesce(sum(holdout), 0) FROM items "
-        "WHERE project_id = ? AND n_labels > 0",
+        "WHERE project_id = ? AND holdout IN (0, 1) AND n_labels > 0",
         [project.id],
     ).fetchone()
     return int(min(max(math.ceil(HOLDOUT_SHARE * (labeled + n)) - held, 0), n))
@@ -134,9 +136,13 @@ def store_queue_scores(
     priority = np.empty(len(item_ids), dtype=float)
     priority[np.asarray(order, dtype=int)] = np.arange(len(order), dtype=float)
     now = utcnow()
+    encoded: dict[tuple, str] = {}  # a pool has few distinct predictions: encode each once
     rows = [
-        (int(item_id), project.id, float(p), json.dumps(list(pred)), float(conf), scorer, now)
-        for item_id, p, pred, conf in zip(item_ids, priority, predicted, confidence, strict=True)
+        (item_id, project.id, p, encoded.get(key) or encoded.setdefault(key, json.dumps(list(key))),
+         conf, scorer, now)
+        for item_id, p, key, conf in zip(
+            np.asarray(item_ids, dtype=np.int64).tolist(), priority.tolist(),
+            map(tuple, predicted), np.asarray(confidence, dtype=float).tolist(), strict=True)
     ]
     with db.atomic():
         db.execute("DELETE FROM queue_scores WHERE project_id = ?", [project.id])
@@ -144,6 +150,21 @@ def store_queue_scores(
             "INSERT OR REPLACE INTO queue_scores (item_id, project_id, priority, predicted, "
             "confidence, scorer, scored_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
     return len(rows)
+
+
+def labeling_progress(db: sqlite_utils.Database, project: Project) -> dict[str, int]:
+    """Items and labeled items, for the Label page's progress bar on every answer.
+
+    The same two numbers as `project_counts`, read from indexes only: the item
+    count from the narrowest covering index, the labeled count from the
+    `n_labels > 0` range (which holds only the labeled items), so no item row
+    is read on the click path.
+    """
+    items = db.execute("SELECT count(*) FROM items WHERE project_id = ?",
+                       [project.id]).fetchone()[0]
+    labeled = db.execute("SELECT count(*) FROM items WHERE project_id = ? AND n_labels > 0",
+                         [project.id]).fetchone()[0]
+    return {"items": int(items), "labeled": int(labeled)}
 
 
 def queue_suggestion(db: sqlite_utils.Database, item_id: int) -> dict | None:
@@ -189,15 +210,16 @@ def next_items(
     use_scores = strategy in (None, project.strategy)
     strategy = strategy or project.strategy
     wanted = project.annotations_per_item
+    mine_sql, mine_args = "", []  # never offer `user` an item they answered
+    if wanted > 1 and user:
+        mine_sql = (" AND NOT EXISTS (SELECT 1 FROM annotations a WHERE a.item_id = i.id "
+                    "AND a.user = ? AND a.retracted_at IS NULL)")
+        mine_args = [user]
     if wanted <= 1:
         open_sql, open_args = "i.n_labels = 0 AND i.n_auto = 0", []
     else:
-        open_sql = "i.n_labels < ? AND i.n_auto = 0"
-        open_args: list = [wanted]
-        if user:
-            open_sql += (" AND NOT EXISTS (SELECT 1 FROM annotations a WHERE a.item_id = i.id "
-                         "AND a.user = ? AND a.retracted_at IS NULL)")
-            open_args.append(user)
+        open_sql = "i.n_labels < ? AND i.n_auto = 0" + mine_sql
+        open_args: list = [wanted, *mine_args]
 
     def skip_sql(extra: Sequence[int] = ()) -> tuple[str, list[int]]:
         taken = list(dict.fromkeys([int(i) for i in exclude] + [r["id"] for r in out]
@@ -207,19 +229,33 @@ def next_items(
     scored = strategy != "random" and use_scores and _has_queue_scores(db, project)
     model_id = (promoted_model_id(db, project)
                 if strategy != "random" and not scored else None)
+
+    def by_rank(holdout: int | None, limit: int) -> list[tuple[int, str]]:
+        """Open items (of the validation split when `holdout` is 1) in their random `rank` order.
+
+        One indexed range per answer count (`n_labels = 0`, `= 1`, ...), each read
+        in rank order, merged here: a project wanting several answers per item is
+        then never sorted whole on a call.
+        """
+        sql, taken = skip_sql()
+        split_sql, split_args = ("", []) if holdout is None else ("AND i.holdout = ?", [holdout])
+        found: list[tuple[float, int, str]] = []
+        for answers in range(max(wanted, 1)):
+            found += db.execute(
+                f"""
+                SELECT i.rank, i.id, i.key FROM items i
+                WHERE i.project_id = ? {split_sql} AND i.n_labels = ? AND i.n_auto = 0
+                {mine_sql} {sql} ORDER BY i.rank LIMIT ?
+                """,
+                [project.id, *split_args, answers, *mine_args, *taken, limit],
+            ).fetchall()
+        return [(row[1], row[2]) for row in sorted(found)[:limit]]
+
     if (scored or model_id is not None) and n:
         slots = validation_slots(db, project, n)
         if slots:
-            sql, taken = skip_sql()
-            for row in db.execute(
-                f"""
-                SELECT i.id, i.key FROM items i
-                WHERE i.project_id = ? AND i.holdout = 1 AND {open_sql}
-                {sql} ORDER BY i.rank LIMIT ?
-                """,
-                [project.id, *open_args, *taken, slots],
-            ):
-                out.append({"id": row[0], "key": row[1], "reason": "validation"})
+            for item_id, key in by_rank(1, slots):
+                out.append({"id": item_id, "key": key, "reason": "validation"})
     if scored and len(out) < n:
         sql, taken = skip_sql()
         for row in db.execute(
@@ -245,16 +281,8 @@ def next_items(
         ):
             out.append({"id": row[0], "key": row[1], "reason": strategy})
     if len(out) < n:
-        sql, taken = skip_sql()
-        for row in db.execute(
-            f"""
-            SELECT i.id, i.key FROM items i
-            WHERE i.project_id = ? AND {open_sql} {sql}
-            ORDER BY i.rank LIMIT ?
-            """,
-            [project.id, *open_args, *taken, n - len(out)],
-        ):
-            out.append({"id": row[0], "key": row[1], "reason": "random"})
+        for item_id, key in by_rank(None, n - len(out)):
+            out.append({"id": item_id, "key": key, "reason": "random"})
     return out
 
 
