@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +31,11 @@ from labeling.projects import Project
 from labeling.store import data_dir_of
 
 FORMATS = ("manifest", "csv", "jsonl")
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# OWASP's list (= + - @ tab CR) plus their full-width forms, which some spreadsheet
+# locales also read as the start of a formula.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+# A plain decimal number, the only thing starting with + or - that is left as it is.
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 def task_type(project: Project) -> str:
@@ -46,15 +51,16 @@ def task_type(project: Project) -> str:
 def neutralise(cell: object) -> str:
     """Keep spreadsheet programs from running a cell as a formula (CSV injection).
 
-    Plain numbers such as -1 stay as they are; anything else that starts like a
-    formula gets a leading apostrophe, which spreadsheets show as text.
+    A cell that starts with = + - @, a tab or a carriage return (or a full-width
+    = + - @) gets a leading apostrophe, as OWASP recommends: spreadsheets show
+    it as text. The one exception is a plain decimal number such as -1.5, +3 or
+    -2e-5: a spreadsheet computes nothing from it but the number itself, and
+    labels like "-1" (common for tables) must read back as numbers. "-inf",
+    "-nan", "-1_000" or "-1+1" are not plain numbers and are prefixed.
     """
     text = "" if cell is None else str(cell)
-    if text.startswith(_FORMULA_STARTS):
-        try:
-            float(text)
-        except ValueError:
-            return "'" + text
+    if text.startswith(_FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
     return text
 
 
@@ -183,7 +189,8 @@ def jsonl_lines(db: sqlite_utils.Database, project: Project) -> Iterator[dict]:
         }
 
 
-def export_project(db: sqlite_utils.Database, project: Project, fmt: str, out: str | Path) -> int:
+def export_project(db: sqlite_utils.Database, project: Project, fmt: str, out: str | Path,
+                   *, user: str | None = None) -> int:
     """Write the export next to `out` and rename it into place; return the number of rows.
 
     The rename means a reader never sees half a file and a failed export
@@ -215,4 +222,7 @@ def export_project(db: sqlite_utils.Database, project: Project, fmt: str, out: s
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+    from labeling.users import record_event  # who exported what, and when (audit log)
+    with db.atomic():
+        record_event(db, user, "export", project, out.name, format=fmt, rows=count)
     return count

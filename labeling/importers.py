@@ -17,6 +17,8 @@ line's row number for text).
 
 from __future__ import annotations
 
+import codecs
+import csv
 import io
 import json
 import math
@@ -35,7 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from labeling.annotations import parse_labels
 from labeling.errors import GroundworkError
 from labeling.items import add_items, existing_keys, item_ids_by_key
-from labeling.media import sha256_bytes, store_media
+from labeling.media import IMAGE_FORMATS, discard_media, sha256_bytes, store_media
 from labeling.projects import (
     MODALITIES,
     TASKS,
@@ -55,6 +57,20 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 # Whole-archive limits: a zip that inflates beyond these is refused before reading.
 MAX_ZIP_TOTAL_BYTES = 4 * 1024**3
 MAX_FILE_BYTES = 200 * 1024**2
+# A CSV, JSONL or manifest is read whole into memory: larger ones are refused up front.
+MAX_TABLE_BYTES = 1024**3
+# A text item longer than this is skipped (and listed): nobody labels a book in one go.
+MAX_TEXT_CHARS = 1_000_000
+# Class names are short names people pick by key; a longer one is a column mix-up.
+MAX_CLASS_CHARS = 200
+_LABEL_SEPARATORS = (",", ";", "|")
+# Byte-order marks that say which encoding a file is in (UTF-32 before UTF-16: its LE mark
+# starts with UTF-16's).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
 # Files an OS or archiver adds that are nobody's data: ignored, not reported.
 _JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
 
@@ -95,8 +111,20 @@ class _Record:
 
 
 def _decode(path: Path, encoding: str) -> str:
+    """The file's text; a byte-order mark (UTF-8, UTF-16, UTF-32) picks the encoding itself."""
+    if not path.is_file():
+        raise GroundworkError(f"{path.name} is not a regular file (a folder or a device): give "
+                              "the CSV or JSONL file itself")
+    size = path.stat().st_size
+    if size > MAX_TABLE_BYTES:
+        raise GroundworkError(
+            f"{path.name} is {size} bytes, over the {MAX_TABLE_BYTES} byte limit for a CSV or "
+            "JSONL file: split it into smaller files and import them one after another"
+        )
     data = path.read_bytes()
     codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
+    if codec == "utf-8-sig":
+        codec = next((name for bom, name in _BOMS if data.startswith(bom)), codec)
     try:
         text = data.decode(codec)
     except LookupError:
@@ -105,14 +133,41 @@ def _decode(path: Path, encoding: str) -> str:
             "or cp1252"
         ) from None
     except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
         raise GroundworkError(
-            f"{path.name} is not valid {encoding}: byte 0x{data[exc.start]:02x} at position "
-            f"{exc.start} cannot be decoded; save the file as UTF-8 or pass its encoding "
+            f"{path.name} is not valid {encoding}: byte 0x{data[exc.start]:02x} on line "
+            f"{line} (position {exc.start}) cannot be decoded; "
+            "save the file as UTF-8 or pass its encoding "
             "(e.g. --encoding latin-1 or --encoding cp1252)"
         ) from None
     if not text.strip():
         raise GroundworkError(f"{path.name} is empty: there is nothing to import")
+    if "\x00" in text:
+        raise GroundworkError(
+            f"{path.name} contains NUL bytes, so it is not {encoding} text: it may be UTF-16 "
+            "without a byte-order mark (pass --encoding utf-16) or not a text file at all"
+        )
     return text
+
+
+def _ragged_line(text: str, sep: str) -> str:
+    """Where a CSV first has more fields than its header (pandas' own message lacks it)."""
+    rows = csv.reader(io.StringIO(text), delimiter=sep, strict=True)
+    try:
+        header = next(rows, [])
+        for row in rows:
+            if len(row) > len(header):
+                return (f"line {rows.line_num} has {len(row)} fields but the header has "
+                        f"{len(header)}")
+    except csv.Error as exc:
+        return f"line {rows.line_num}: {exc}, so a quote is left open or misplaced"
+    return "a row has more fields than the header"
+
+
+def _duplicate_columns(text: str, sep: str) -> list[str]:
+    header = next(csv.reader(io.StringIO(text), delimiter=sep), [])
+    names = [h.strip() for h in header]
+    return sorted({n for n in names if names.count(n) > 1})
 
 
 def read_table(path: Path, encoding: str = "utf-8", *, typed: bool = False) -> pd.DataFrame:
@@ -120,6 +175,8 @@ def read_table(path: Path, encoding: str = "utf-8", *, typed: bool = False) -> p
 
     Untyped (the default) keeps every cell as the text it was, so labels like
     "01" or "NA" survive; `typed` lets pandas infer numbers for table features.
+    A UTF-8/16/32 byte-order mark is honoured; NUL bytes, ragged rows (a row
+    with more fields than the header) and duplicate column names are errors.
     """
     path = Path(path)
     text = _decode(path, encoding)
@@ -147,27 +204,32 @@ def read_table(path: Path, encoding: str = "utf-8", *, typed: bool = False) -> p
         frame.columns = [str(c) for c in frame.columns]
         return frame if typed else frame.map(_as_text)
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        if typed:
-            frame = pd.read_csv(io.StringIO(text), sep=sep)
-        else:
-            frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
-    except pd.errors.EmptyDataError:
-        raise GroundworkError(f"{path.name} is empty: there is nothing to import") from None
-    except pd.errors.ParserError as exc:
-        detail = " ".join(str(exc).split())
-        raise GroundworkError(
-            f"{path.name} is not a well-formed CSV ({detail}): every row needs the same "
-            "number of fields as the header; quote fields that contain the separator"
-        ) from None
-    columns = [str(c) for c in frame.columns]
-    dupes = sorted({c.split(".")[0] for c in columns if "." in c and c.split(".")[0] in columns})
+    dupes = _duplicate_columns(text, sep)
     if dupes:
         raise GroundworkError(
             f"{path.name} has duplicate column names ({', '.join(dupes)}): rename them so "
             "each column is unique"
         )
-    frame.columns = columns
+    try:
+        # index_col=False: a first row with an extra field is an error, not a silent index.
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            if typed:
+                frame = pd.read_csv(io.StringIO(text), sep=sep, index_col=False)
+            else:
+                frame = pd.read_csv(io.StringIO(text), sep=sep, dtype=str,
+                                    keep_default_na=False, index_col=False)
+    except pd.errors.EmptyDataError:
+        raise GroundworkError(f"{path.name} is empty: there is nothing to import") from None
+    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
+        detail = (_ragged_line(text, sep) if isinstance(exc, pd.errors.ParserWarning)
+                  else " ".join(str(exc).split()))
+        raise GroundworkError(
+            f"{path.name} is not a well-formed CSV ({detail}): every row needs the same "
+            "number of fields as the header; quote fields that contain the separator and "
+            "close every quote"
+        ) from None
+    frame.columns = [str(c) for c in frame.columns]
     if frame.empty:
         raise GroundworkError(
             f"{path.name} has a header but no rows: there is nothing to import"
@@ -211,12 +273,19 @@ def _pick_column(frame: pd.DataFrame, given: str | None, defaults: Sequence[str]
 
 
 def _cell_labels(value: object, multi_label: bool) -> list[str] | None:
+    """A label cell as class names; "a,b" (or a;b, a|b) is two labels in either task.
+
+    A single-label project then refuses such a cell instead of inventing a
+    class "a,b" that no key or `groundwork label` could ever give.
+    """
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     text = str(value).strip()
     if not text:
         return None
-    return parse_labels(text) if multi_label else [text]
+    if len(text) > MAX_CLASS_CHARS and not multi_label:
+        return [text]  # not split: refused whole as too long to be a class name
+    return parse_labels(text) or None
 
 
 def _json_safe(value: object) -> object:
@@ -237,21 +306,25 @@ def check_image(data: bytes) -> tuple[dict | None, str | None]:
     """Decode an image fully with Pillow's bomb limit on; return (info, None) or (None, why).
 
     `verify` catches broken structure, `load` catches truncated pixel data, and
-    the decompression-bomb warning is turned into a refusal.
+    the decompression-bomb warning is turned into a refusal. Only the formats in
+    `labeling.media.IMAGE_FORMATS` are opened (never EPS, which runs Ghostscript).
     """
+    if not data:
+        return None, "empty file (0 bytes)"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
                 img.verify()
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as img:
                 img.load()
                 info = {"format": img.format, "width": img.width, "height": img.height,
                         "mode": img.mode}
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         return None, f"image too large, refused as a possible decompression bomb ({exc})"
     except UnidentifiedImageError:
-        return None, "not an image Pillow can read"
+        return None, ("not an image Pillow can read (supported: "
+                      f"{', '.join(IMAGE_FORMATS)})")
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         return None, f"corrupt or truncated image ({' '.join(str(exc).split())})"
     return info, None
@@ -292,9 +365,15 @@ def _image_files(source: Path) -> Iterator[tuple[str, bytes | None, str | None]]
                 continue
             size = path.stat().st_size
             if size > MAX_FILE_BYTES:
-                yield rel.as_posix(), None, f"file of {size} bytes is over the limit"
+                yield rel.as_posix(), None, (f"file of {size} bytes is over the "
+                                             f"{MAX_FILE_BYTES} byte limit")
                 continue
-            yield rel.as_posix(), path.read_bytes(), None
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                yield rel.as_posix(), None, f"cannot be read ({exc.strerror or exc})"
+                continue
+            yield rel.as_posix(), data, None
         return
     try:
         archive = zipfile.ZipFile(source)
@@ -323,16 +402,18 @@ def _image_files(source: Path) -> Iterator[tuple[str, bytes | None, str | None]]
                 continue
             key = "/".join(parts)
             if member.file_size > MAX_FILE_BYTES:
-                yield key, None, f"file of {member.file_size} bytes is over the limit"
+                yield key, None, (f"file of {member.file_size} bytes is over the "
+                                  f"{MAX_FILE_BYTES} byte limit")
                 continue
             try:
                 with archive.open(member) as fh:
                     data = fh.read(MAX_FILE_BYTES + 1)
-            except (zipfile.BadZipFile, OSError, RuntimeError, EOFError) as exc:
+            except (zipfile.BadZipFile, OSError, RuntimeError, EOFError, ValueError,
+                    NotImplementedError) as exc:
                 yield key, None, f"cannot be read from the archive ({exc})"
                 continue
             if len(data) > MAX_FILE_BYTES:
-                yield key, None, "file is over the size limit"
+                yield key, None, f"file is over the {MAX_FILE_BYTES} byte limit"
                 continue
             yield key, data, None
 
@@ -380,14 +461,26 @@ def _read_image_manifest(source: Path, image_column: str | None, label_column: s
         if not ref:
             skipped.append({"file": f"row {number}", "reason": f"empty {column!r}"})
             continue
-        path = (base / ref).resolve()
+        try:
+            path = (base / ref).resolve()
+        except (OSError, ValueError) as exc:
+            skipped.append({"file": ref, "reason": f"not a usable path ({exc})"})
+            continue
         if not path.is_relative_to(base):
             skipped.append({"file": ref, "reason": "path leaves the manifest's folder"})
             continue
         if not path.is_file():
             skipped.append({"file": ref, "reason": "file not found"})
             continue
-        data = path.read_bytes()
+        if path.stat().st_size > MAX_FILE_BYTES:
+            skipped.append({"file": ref, "reason": f"file is over the {MAX_FILE_BYTES} byte "
+                                                   "limit"})
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            skipped.append({"file": ref, "reason": f"cannot be read ({exc.strerror or exc})"})
+            continue
         info, why = check_image(data)
         if why:
             skipped.append({"file": ref, "reason": why})
@@ -434,9 +527,16 @@ def _read_rows(source: Path, modality: str, text_column: str | None, label_colum
     for number in range(len(frame)):
         row = frame.iloc[number]
         if modality == "text":
-            content = str(row[text_col] if row[text_col] is not None else "")
+            cell = row[text_col]
+            content = "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) \
+                else str(cell)
             if not content.strip():
                 skipped.append({"file": f"row {number}", "reason": f"empty {text_col!r}"})
+                continue
+            if len(content) > MAX_TEXT_CHARS:
+                skipped.append({"file": f"row {number}", "reason": (
+                    f"text of {len(content)} characters is over the {MAX_TEXT_CHARS} character "
+                    "limit: split it into smaller items")})
                 continue
             metadata = {c: row[c] for c in frame.columns if c not in (text_col, *label_cols)}
         else:
@@ -556,7 +656,17 @@ def is_augmented_manifest(source: str | Path, encoding: str = "utf-8") -> bool:
 
 
 def _manifest_image(ref: str, base: Path, skipped: list[dict]) -> tuple[bytes, dict] | None:
-    """The image a `source-ref` names, or None (and a skip) when it cannot be used.
+    """The image a `source-ref` names, or None (and a skip) when it cannot be used."""
+    try:
+        return _manifest_image_at(ref, base, skipped)
+    except (OSError, ValueError) as exc:  # a NUL byte in the path, a file that cannot be read
+        skipped.append({"file": ref, "reason": f"not a usable path ({exc})"})
+        return None
+
+
+def _manifest_image_at(ref: str, base: Path,
+                       skipped: list[dict]) -> tuple[bytes, dict] | None:
+    """`_manifest_image` without the guard for paths the OS refuses.
 
     A relative path is read from the manifest's folder and may not leave it. An
     absolute path is read only when it is a Groundwork media file (what our
@@ -710,6 +820,11 @@ def _read_augmented_manifest(source: Path, modality: str, attribute: str | None,
             others = {}
         else:
             content = ref
+            if len(content) > MAX_TEXT_CHARS:
+                skipped.append({"file": key, "reason": (
+                    f"text of {len(content)} characters is over the {MAX_TEXT_CHARS} character "
+                    "limit: split it into smaller items")})
+                continue
         records.append(_Record(key=key, sha256=sha256_bytes(content.encode("utf-8")),
                                content=content, labels=labels, metadata=others))
     classes = [index_names[i] for i in sorted(index_names)]
@@ -784,20 +899,54 @@ def _classes_for(records: Iterable[_Record], given: list[str] | None,
                  existing: Project | None) -> list[str]:
     """The project's classes after the import: given or existing first, then new ones found."""
     found: list[str] = []
+    where: dict[str, str] = {}
     for record in records:
         for labels in (record.labels, record.gold):
             for label in labels or ():
                 if label not in found:
                     found.append(label)
-    base = clean_classes((existing.classes if existing else []) + (given or []))
+                    where[label] = record.key
+    old = existing.classes if existing else []
+    for name in given or ():
+        _check_class_name(str(name).strip(), "--classes")
+    for name in found:
+        if name not in old:
+            _check_class_name(name, f"item {shorten(where[name])}")
+    base = clean_classes(old + (given or []))
     if given:
         unknown = [c for c in found if c not in base]
         if unknown:
             raise GroundworkError(
-                f"labels {', '.join(repr(c) for c in unknown[:5])} in the source are not among "
-                f"the classes {', '.join(base)}: add them to --classes or fix the data"
+                f"labels {', '.join(shorten(c) for c in unknown[:5])} in the source are not "
+                f"among the classes {', '.join(base)}: add them to --classes or fix the data"
             )
     return clean_classes(base + sorted(found, key=_natural))
+
+
+def shorten(value: object, limit: int = 60) -> str:
+    """A value as it appears in an error message: quoted, one line, at most `limit` characters."""
+    text = repr(str(value))
+    return text if len(text) <= limit else f"{text[: limit - 5]}...' ({len(str(value))} chars)"
+
+
+def _check_class_name(name: str, where: str) -> None:
+    """A class is a short name a person picks by key; refuse what can never be picked."""
+    if len(name) > MAX_CLASS_CHARS:
+        raise GroundworkError(
+            f"the label {shorten(name)} of {where} is longer than {MAX_CLASS_CHARS} characters: "
+            "a class is a short name; is the label column really the text column? "
+            "(nothing was imported)"
+        )
+    if any(sep in name for sep in _LABEL_SEPARATORS):
+        raise GroundworkError(
+            f"the label {shorten(name)} of {where} contains a separator (, ; |), so it would "
+            "be read as several labels: rename the class (nothing was imported)"
+        )
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise GroundworkError(
+            f"the label {shorten(name)} of {where} contains a control character (a line break "
+            "or tab): rename the class (nothing was imported)"
+        )
 
 
 def _natural(name: str) -> tuple:
@@ -873,6 +1022,7 @@ def import_source(
             label_column=label_column, gold_column=gold_column, folders_as=folders_as,
             multi_label=multi_label, encoding=encoding, skipped=skipped,
         )
+    records = _unique_keys(records, skipped)
     if strict and skipped:
         first = skipped[0]
         raise GroundworkError(
@@ -887,8 +1037,10 @@ def import_source(
     for record in records:
         if not multi_label and record.labels and len(record.labels) > 1:
             raise GroundworkError(
-                f"item {record.key!r} has several labels ({', '.join(record.labels)}) but the "
-                "project is single-label: import with --task multi-label"
+                f"item {shorten(record.key)} has several labels "
+                f"({', '.join(shorten(label, 40) for label in record.labels[:5])}) but the "
+                "project is single-label: import with --task multi-label, or give each item "
+                "one label (nothing was imported)"
             )
     # A manifest's classes keep its class-index order unless --classes says otherwise.
     given = classes if classes is not None or manifest is None else manifest.classes
@@ -912,64 +1064,88 @@ def import_source(
             "as labels; their items were imported unlabeled"
         )
     data_dir = data_dir_of(db)
-    with db.atomic():
-        project = existing or create_project(db, name, modality, task, new_classes)
-        if project.classes != new_classes:
-            project = set_classes(db, project, new_classes)
-        known = existing_keys(db, project)
-        fresh: list[_Record] = []
-        seen: set[str] = set()
-        for record in records:
-            if record.key in known:
-                report.duplicates += 1
-            elif record.key in seen:
-                skipped.append({"file": record.key, "reason": "duplicate key in the source"})
-            else:
-                seen.add(record.key)
-                fresh.append(record)
-        rows = []
-        for record in fresh:
-            row = {"key": record.key, "sha256": record.sha256, "content": record.content,
-                   "metadata": record.metadata, "gold": record.gold}
-            if record.media is not None:
-                row["media_path"], _ = store_media(data_dir, record.media, record.suffix)
-            rows.append(row)
-        report.imported = add_items(db, project, rows)
-        report.gold = sum(1 for r in fresh if r.gold)
-        labeled = [r for r in fresh if r.labels]
-        if labeled:
-            ids = item_ids_by_key(db, project, [r.key for r in labeled])
-            now = utcnow()
-            db["annotations"].insert_all(
-                (
-                    {
-                        "project_id": project.id,
-                        "item_id": ids[r.key],
-                        "user": user or "import",
-                        "labels": json.dumps(r.labels),
-                        "source": "import",
-                        "created_at": now,
-                        "duration_ms": None,
-                        "confidence": None,
-                        "model_version_id": None,
-                        "retracted_at": None,
-                    }
-                    for r in labeled
-                ),
-                batch_size=1000,
-            )
-            id_list = [ids[r.key] for r in labeled]
-            for start in range(0, len(id_list), 500):
-                chunk = id_list[start : start + 500]
-                db.execute(
-                    f"UPDATE items SET n_labels = n_labels + 1 WHERE id IN "
-                    f"({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-        report.labeled = len(labeled)
+    created: list[str] = []  # media files this import wrote, removed again if it fails
+    try:
+        with db.atomic():
+            _write(db, report, name, modality, task, new_classes, existing, records, data_dir,
+                   user, created)
+    except BaseException:
+        discard_media(db, data_dir, created)
+        raise
     report.skipped = skipped
     report.classes = get_project(db, name).classes
     return report
+
+
+def _unique_keys(records: list[_Record], skipped: list[dict]) -> list[_Record]:
+    """The first record of each key; later ones are listed as skipped duplicates."""
+    seen: set[str] = set()
+    unique = []
+    for record in records:
+        if record.key in seen:
+            skipped.append({"file": record.key, "reason": "duplicate key in the source (the "
+                                                          "first one was kept)"})
+            continue
+        seen.add(record.key)
+        unique.append(record)
+    return unique
+
+
+def _write(db: sqlite_utils.Database, report: ImportReport, name: str, modality: str,
+           task: str, new_classes: list[str], existing: Project | None,
+           records: list[_Record], data_dir: Path, user: str, created: list[str]) -> None:
+    """The import's writes; the caller holds the transaction."""
+    project = existing or create_project(db, name, modality, task, new_classes)
+    if project.classes != new_classes:
+        project = set_classes(db, project, new_classes)
+    known = existing_keys(db, project)
+    fresh: list[_Record] = []
+    for record in records:
+        if record.key in known:
+            report.duplicates += 1
+        else:
+            fresh.append(record)
+    rows = []
+    for record in fresh:
+        row = {"key": record.key, "sha256": record.sha256, "content": record.content,
+               "metadata": record.metadata, "gold": record.gold}
+        if record.media is not None:
+            row["media_path"], _ = store_media(data_dir, record.media, record.suffix,
+                                               created=created)
+        rows.append(row)
+    report.imported = add_items(db, project, rows)
+    report.gold = sum(1 for r in fresh if r.gold)
+    labeled = [r for r in fresh if r.labels]
+    if labeled:
+        ids = item_ids_by_key(db, project, [r.key for r in labeled])
+        now = utcnow()
+        db["annotations"].insert_all(
+            (
+                {
+                    "project_id": project.id,
+                    "item_id": ids[r.key],
+                    "user": user or "import",
+                    "labels": json.dumps(r.labels),
+                    "source": "import",
+                    "created_at": now,
+                    "duration_ms": None,
+                    "confidence": None,
+                    "model_version_id": None,
+                    "retracted_at": None,
+                }
+                for r in labeled
+            ),
+            batch_size=1000,
+        )
+        id_list = [ids[r.key] for r in labeled]
+        for start in range(0, len(id_list), 500):
+            chunk = id_list[start : start + 500]
+            db.execute(
+                f"UPDATE items SET n_labels = n_labels + 1 WHERE id IN "
+                f"({','.join('?' * len(chunk))})",
+                chunk,
+            )
+    report.labeled = len(labeled)
 
 
 # ---------------------------------------------------------------- batch prediction input
@@ -1019,4 +1195,6 @@ def read_prediction_input(
         raise GroundworkError(f"unknown modality {modality!r}")
     frame = read_table(source, encoding, typed=True)
     frame = frame.drop(columns=[c for c in exclude_columns if c in frame.columns])
+    # As on import: infinities (and numbers too large for a float) are missing values.
+    frame = frame.replace([math.inf, -math.inf], math.nan)
     return [str(i) for i in range(len(frame))], frame.reset_index(drop=True)
