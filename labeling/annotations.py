@@ -32,19 +32,24 @@ def parse_labels(value: str | Iterable[str]) -> list[str]:
 
 def validate_labels(project: Project, labels: str | Iterable[str]) -> list[str]:
     """Refuse what the project cannot hold, naming the classes it does have."""
-    values = parse_labels(labels)
+    values = parse_labels(labels if labels is not None else [])
     if not values:
         raise GroundworkError("no label given: pick one of " + ", ".join(project.classes))
+
+    def shown(names: list[str]) -> str:  # one short line, however long or many the labels
+        cut = [repr(n) if len(n) <= 60 else f"{n[:50]!r}... ({len(n)} chars)" for n in names]
+        return ", ".join(cut[:5]) + (f" and {len(cut) - 5} more" if len(cut) > 5 else "")
+
     unknown = [v for v in values if v not in project.classes]
     if unknown:
         raise GroundworkError(
-            f"unknown label {', '.join(repr(u) for u in unknown)} for project {project.name!r}: "
+            f"unknown label {shown(unknown)} for project {project.name!r}: "
             f"classes are {', '.join(project.classes)}"
         )
     if not project.multi_label and len(values) > 1:
         raise GroundworkError(
             f"project {project.name!r} is single-label but got {len(values)} labels "
-            f"({', '.join(values)}): give exactly one"
+            f"({shown(values)}): give exactly one"
         )
     return sorted(set(values), key=project.classes.index)
 
@@ -59,37 +64,111 @@ def record_annotation(
     duration_ms: int | None = None,
     confidence: float | None = None,
     model_version_id: int | None = None,
+    submission_id: str | None = None,
 ) -> int:
-    """Store one answer durably and return its id."""
+    """Store one answer durably and return its id.
+
+    `submission_id` makes the call idempotent: a client names each answer
+    (the Label page: one id per item shown; a script: any unique string, e.g.
+    a UUID) and the same id arriving again (a double click, a retry after a
+    timeout) returns the first answer's id without recording anything. The id
+    is unique per project, enforced by the store, so two processes racing with
+    the same id still record one answer. Reusing an id for a different answer
+    is refused: that is a client bug, not a re-send.
+    """
     if source not in SOURCES:
         raise GroundworkError(f"unknown source {source!r}: use one of {', '.join(SOURCES)}")
     values = validate_labels(project, labels)
     user = (user or "").strip()
     if not user:
         raise GroundworkError("no user given: pass --user NAME")
+    submission_id = clean_submission_id(submission_id)
+    if submission_id is not None:
+        earlier = _submitted(db, project, submission_id, int(item_id), values, user)
+        if earlier is not None:
+            return earlier
     item = get_item(db, project, item_id)
+    row = {
+        "project_id": project.id,
+        "item_id": item.id,
+        "user": user,
+        "labels": json.dumps(values),
+        "source": source,
+        "created_at": utcnow(),
+        "duration_ms": None if duration_ms is None else int(duration_ms),
+        "confidence": confidence,
+        "model_version_id": model_version_id,
+        "submission_id": submission_id,
+    }
     with db.atomic():
-        pk = (
-            db["annotations"]
-            .insert(
-                {
-                    "project_id": project.id,
-                    "item_id": item.id,
-                    "user": user,
-                    "labels": json.dumps(values),
-                    "source": source,
-                    "created_at": utcnow(),
-                    "duration_ms": None if duration_ms is None else int(duration_ms),
-                    "confidence": confidence,
-                    "model_version_id": model_version_id,
-                }
-            )
-            .last_pk
+        # Write first (never read-then-write in one transaction: under WAL that fails with
+        # "database is locked" when another writer got in between); a duplicate id is a no-op.
+        cursor = db.execute(
+            f"INSERT INTO annotations ({', '.join(row)}) VALUES ({', '.join('?' * len(row))}) "
+            "ON CONFLICT (project_id, submission_id) WHERE submission_id IS NOT NULL DO NOTHING",
+            list(row.values()),
         )
+        if cursor.rowcount == 0:  # the same submission landed first in another process
+            earlier = _submitted(db, project, submission_id, item.id, values, user)
+            if earlier is None:
+                raise GroundworkError(f"answer {submission_id!r} was not recorded: send it again")
+            return earlier
+        pk = cursor.lastrowid
         if source in CURATED_SOURCES:
             db.execute("UPDATE items SET n_labels = n_labels + 1 WHERE id = ?", [item.id])
         elif source == "auto":
             db.execute("UPDATE items SET n_auto = n_auto + 1 WHERE id = ?", [item.id])
+    return int(pk)
+
+
+def clean_submission_id(submission_id: str | None) -> str | None:
+    """None or blank means "not idempotent"; anything else is kept as given (up to 200 chars)."""
+    if submission_id is None:
+        return None
+    value = str(submission_id).strip()
+    if not value:
+        return None
+    if len(value) > 200:
+        raise GroundworkError("submission id is longer than 200 characters: use a shorter one "
+                              "(a UUID is 36)")
+    return value
+
+
+def find_submission(db: sqlite_utils.Database, project: Project, submission_id: str) -> int | None:
+    """The id of the answer recorded under `submission_id` in the project, if any."""
+    submission_id = clean_submission_id(submission_id)
+    if submission_id is None:
+        return None
+    row = db.execute(
+        "SELECT id FROM annotations WHERE project_id = ? AND submission_id = ?",
+        [project.id, submission_id],
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def _submitted(
+    db: sqlite_utils.Database,
+    project: Project,
+    submission_id: str,
+    item_id: int,
+    labels: list[str],
+    user: str,
+) -> int | None:
+    """The earlier answer with this submission id, or None; refuses an id reused for another."""
+    row = db.execute(
+        "SELECT id, item_id, labels, user FROM annotations WHERE project_id = ? "
+        "AND submission_id = ?",
+        [project.id, submission_id],
+    ).fetchone()
+    if row is None:
+        return None
+    pk, earlier_item, earlier_labels, earlier_user = row
+    if (earlier_item, json.loads(earlier_labels), earlier_user) != (item_id, labels, user):
+        raise GroundworkError(
+            f"submission id {submission_id!r} was already used for another answer (item "
+            f"{earlier_item}, {', '.join(json.loads(earlier_labels))} by {earlier_user}): "
+            "give each answer its own id"
+        )
     return int(pk)
 
 
