@@ -1,3 +1,4 @@
-"""Review: activation rules open human review tasks over model predictions; answers
-become curated labels. Uses labeling for items and labels, never the other way round.
+"""Review: workflows whose activation conditions open human review tasks over model
+predictions (or over the project's own labels, for suspected label errors); reviewers'
+answers become curated labels. Uses labeling and automl, never the other way round.
 """

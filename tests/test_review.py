@@ -41,7 +41,8 @@ def test_preview_matches_what_open_creates_and_reopening_adds_nothing(db, traine
     tasks = next_tasks(db, trained, n=100)
     confidences = [t["confidence"] for t in tasks]
     assert confidences == sorted(confidences) and max(confidences) < 0.9
-    assert all(t["rule"] == {"below": 0.9} for t in tasks)
+    assert all(t["rule"] == {"confidence_below": 0.9} for t in tasks)
+    assert all(t["fired"] == ["confidence < 0.90"] for t in tasks)
 
 
 def test_answer_becomes_a_curated_review_label_and_undo_reopens(db, trained):

@@ -1,16 +1,35 @@
-"""Review page: open tasks from a confidence rule, then accept (Enter) or correct (1..9)."""
+"""Review page: open tasks (a quick rule or a saved workflow), then review them keyboard first.
+
+Enter accepts the model's prediction (or, for a suspected label error, the
+suggested label), 1..9 picks another class, K keeps a given label, S skips,
+U undoes. Below: the model's accuracy on reviewed items with Wilson
+intervals, the human-loop export, and retraining from the corrected labels.
+"""
 
 from __future__ import annotations
 
 import time
 
+import pandas as pd
 import streamlit as st
 
 from automl.jobs import start_training
 from labeling.errors import GroundworkError
+from labeling.examples import literal_markdown
 from labeling.items import get_item
-from labeling.pages.common import current_project, current_user, get_db, shortcut_for, show_item
+from labeling.pages.common import (
+    current_account,
+    current_project,
+    current_user,
+    get_db,
+    require,
+    shortcut_for,
+    show_item,
+)
 from labeling.projects import Project
+from labeling.store import utcnow
+from labeling.users import allowed
+from review.report import loops_jsonl, reviewed_accuracy
 from review.rules import open_review, preview_review
 from review.tasks import (
     OPEN_STATES,
@@ -20,10 +39,33 @@ from review.tasks import (
     task_counts,
     undo_answer,
 )
+from review.workflows import list_workflows, preview, refresh_workflows, run_workflow
 
 db = get_db()
 project = current_project(db)
 st.title(f"Review · {project.name}")
+
+try:
+    for name, opened in refresh_workflows(db, project).items():
+        if opened:
+            st.toast(f"New model promoted: workflow {name} opened {opened} tasks")
+except GroundworkError as exc:
+    st.warning(str(exc))
+
+
+def _names(labels: list[str]) -> str:
+    return ", ".join(literal_markdown(v) for v in labels) or "(none)"
+
+
+def _why_text(task: dict) -> str:
+    """The conditions that fired; only the class names in them are user text to escape."""
+    parts = []
+    for text in task["fired"]:
+        for cls in project.classes:
+            text = text.replace(f"when predicted {cls}", f"when predicted {literal_markdown(cls)}")
+        parts.append(text)
+    return "; ".join(parts)
+
 
 with st.expander("Open review tasks", expanded=not any(task_counts(db, project).values())):
     below = st.slider(
@@ -32,10 +74,32 @@ with st.expander("Open review tasks", expanded=not any(task_counts(db, project).
     st.caption(f"This rule would open {preview_review(db, project, below)} new tasks.")
     if st.button("Open review tasks", key="open-review"):
         try:
+            require(current_account(db), "manage_review", project)  # roles (issue 6)
             opened = open_review(db, project, below)
             st.session_state["review-message"] = f"Opened {opened} review tasks"
         except GroundworkError as exc:
             st.error(str(exc))
+    workflows = list_workflows(db, project)
+    if workflows:
+        chosen = st.selectbox("Or run a saved workflow", [w.name for w in workflows],
+                              key="run-workflow-name")
+        workflow = next(w for w in workflows if w.name == chosen)
+        shown = preview(db, project, workflow.conditions, source=workflow.source,
+                        salt=workflow.name)
+        note = " (labels changed since the last check: running re-checks them)" \
+            if shown.get("stale") else ""
+        st.caption(f"{literal_markdown(workflow.description)}: it would open "
+                   f"{shown['would_open']} new tasks{note}.")
+        if st.button("Run workflow", key="run-workflow"):
+            try:
+                require(current_account(db), "manage_review", project)  # roles (issue 6)
+                with st.spinner("Evaluating the workflow..."):
+                    opened = run_workflow(db, project, chosen)
+                st.session_state["review-message"] = f"Opened {opened} review tasks"
+            except GroundworkError as exc:
+                st.error(str(exc))
+    st.caption("Create or change saved workflows (conditions, reviewers, expiry) on the "
+               "**Workflows** page.")
 
 
 def _state(project: Project) -> dict:
@@ -47,7 +111,13 @@ def _state(project: Project) -> dict:
 def _answer(project: Project, task_id: int, labels: list[str]) -> None:
     state = _state(project)
     duration = int((time.monotonic() - (state["shown_at"] or time.monotonic())) * 1000)
-    answer_task(db, project, task_id, labels, user=current_user(), duration_ms=duration)
+    try:
+        require(current_account(db), "review", project)  # roles (issue 6)
+        answer_task(db, project, task_id, labels, user=current_user(), duration_ms=duration)
+    except GroundworkError as exc:  # expired or answered meanwhile: move on
+        st.session_state["review-message"] = str(exc)
+        state["task"] = None
+        return
     state["history"] = (state["history"] + [task_id])[-10:]
     state["task"] = None
     st.session_state["review-message"] = f"Saved {', '.join(labels)} for task {task_id}"
@@ -63,9 +133,47 @@ def _undo(project: Project) -> None:
     state = _state(project)
     if state["history"]:
         task_id = state["history"].pop()
-        undo_answer(db, project, task_id)
+        try:
+            require(current_account(db), "review", project)  # roles (issue 6)
+            undo_answer(db, project, task_id, user=current_user())
+        except GroundworkError as exc:
+            st.session_state["review-message"] = str(exc)
+            return
         state["task"] = task_id
         st.session_state["review-message"] = f"Undone: task {task_id} is open again"
+
+
+def _why(task: dict) -> None:
+    """What the model said, or for a label check what was given, and why it was flagged."""
+    predicted = task["predicted"]
+    if task.get("given"):
+        who = ", ".join(task.get("given_by") or []) or "unknown"
+        st.markdown(
+            f"Given label **{_names(task['given'])}** by {literal_markdown(who)} · "
+            f"suggested **{_names(predicted)}** · likely wrong: "
+            f"**{(task.get('issue_score') or 0):.2f}**")
+    else:
+        st.markdown(
+            f"Model says **{_names(predicted)}** with confidence "
+            f"**{task['confidence']:.2f}** · flagged because {_why_text(task)}")
+    if task.get("given"):
+        st.caption(f"Flagged because {_why_text(task)}")
+    probabilities = task.get("probabilities") or []
+    if probabilities and len(probabilities) == len(project.classes):
+        top = sorted(zip(project.classes, probabilities, strict=True), key=lambda x: -x[1])[:3]
+        st.caption("Top 3: " + " · ".join(f"{literal_markdown(c)} {p:.2f}" for c, p in top))
+    details = []
+    if task.get("workflow"):
+        details.append(f"workflow {literal_markdown(task['workflow'])}")
+    if (task.get("reviewers") or 1) > 1:
+        details.append(f"{task['reviewers']} reviewers per task")
+    if task.get("expires_at"):
+        details.append(f"expires {task['expires_at'][:16].replace('T', ' ')} UTC")
+    if details:
+        st.caption(" · ".join(details))
+    if task.get("instructions"):
+        with st.expander("Instructions", expanded=False):
+            st.markdown(task["instructions"])
 
 
 @st.fragment
@@ -76,33 +184,33 @@ def review_loop() -> None:
         f"{counts['open'] + counts['in progress']} open · {counts['completed']} completed · "
         f"{counts['expired']} expired"
     )
+    user = current_user()
     if state["task"] is None:
-        tasks = next_tasks(db, project, n=1, exclude=tuple(state["skipped"]))
+        tasks = next_tasks(db, project, n=1, exclude=tuple(state["skipped"]), user=user)
         state["task"] = tasks[0]["id"] if tasks else None
         state["shown_at"] = time.monotonic()
     if state["task"] is None:
-        st.info("No open review tasks. Open some with a rule above.")
+        st.info("No open review tasks. Open some with a rule or a workflow above.")
         return
     task = get_task(db, project, state["task"])
-    if task["status"] not in OPEN_STATES:
+    if task["status"] not in OPEN_STATES or (task.get("expires_at")
+                                              and task["expires_at"] <= utcnow()):
         state["task"] = None
         st.rerun(scope="fragment")
     item = get_item(db, project, task["item_id"])
     show_item(db, project, item)
+    _why(task)
     predicted = task["predicted"]
-    st.markdown(
-        f"Model says **{', '.join(predicted) or '(none)'}** with confidence "
-        f"**{task['confidence']:.2f}** · flagged because confidence < {task['rule']['below']:.2f}"
-    )
-    probabilities = task.get("probabilities") or []
-    if probabilities and len(probabilities) == len(project.classes):
-        top = sorted(zip(project.classes, probabilities, strict=True), key=lambda x: -x[1])[:3]
-        st.caption("Top 3: " + " · ".join(f"{c} {p:.2f}" for c, p in top))
+    label_check = bool(task.get("given"))
     with st.container(horizontal=True, key="review-actions"):
+        accept = "Accept suggestion" if label_check else "Accept"
         st.button(
-            f"Accept {', '.join(predicted)}", key="accept", shortcut="Enter", type="primary",
+            f"{accept} {', '.join(predicted)}", key="accept", shortcut="Enter", type="primary",
             on_click=_answer, args=(project, task["id"], predicted), disabled=not predicted,
         )
+        if label_check:
+            st.button(f"Keep {', '.join(task['given'])}", key="keep-given", shortcut="K",
+                      on_click=_answer, args=(project, task["id"], task["given"]))
         st.button("Skip", key="review-skip", shortcut="S", on_click=_skip,
                   args=(project, task["id"]))
         st.button("Undo", key="review-undo", shortcut="U", on_click=_undo, args=(project,),
@@ -118,9 +226,35 @@ def review_loop() -> None:
 
 review_loop()
 
+
+def _accuracy_table(report: dict) -> pd.DataFrame:
+    rows = [("all reviewed", report["overall"]), ("random audits", report["audit"])]
+    rows += [(f"predicted {r['class']}", r) for r in report["per_class"]]
+    return pd.DataFrame([{
+        "predictions": name, "reviewed": m["reviewed"], "correct": m["correct"],
+        "accuracy": m["accuracy"],
+        "95% interval": (f"{m['low']:.2f} – {m['high']:.2f}" if m["reviewed"] else ""),
+    } for name, m in rows])
+
+
+with st.expander("Model accuracy on reviewed items"):
+    report = reviewed_accuracy(db, project)
+    if report["overall"]["reviewed"]:
+        st.dataframe(_accuracy_table(report), hide_index=True, width="stretch",
+                     column_config={"accuracy": st.column_config.NumberColumn(format="%.3f")})
+        st.caption(f"{report['how_measured']}; intervals: {report['interval']}.")
+    else:
+        st.caption("No reviewed predictions yet.")
+
+st.download_button(
+    "Export human loops (JSON Lines)", data=lambda: loops_jsonl(db, project),
+    file_name=f"{project.name}-review.jsonl", mime="application/jsonl", key="export-loops",
+    on_click="ignore", disabled=not allowed(current_account(db), "export", project))  # roles
+
 st.divider()
 if st.button("Retrain from corrected labels", key="retrain"):
     try:
+        require(current_account(db), "train", project)  # roles (issue 6)
         job_id = start_training(db, project)
         st.success(f"Started training job {job_id}; follow it on the **Train** page.")
     except GroundworkError as exc:

@@ -1,0 +1,251 @@
+"""Label-issue detection: which of the project's own labels are probably wrong.
+
+Out-of-fold probabilities over the curated labels (`review.confident`: the
+best few model families, the project's tuned one among the candidates)
+feed cleanlab's confident learning, which ranks likely label errors, most
+likely first. The latest scan is kept in `label_checks`, so a workflow over
+the project's labels (`source = 'labels'`, condition `label_error`) can
+preview and open review tasks without refitting anything; a scan is redone
+when the labels changed since.
+
+Labels a reviewer already gave (source `review`) train the models but are
+never flagged again: a person has just looked at them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from automl.features import is_sparse_modality, make_features
+from automl.registry import promoted_model
+from labeling.annotations import current_labels, live_annotations
+from labeling.errors import GroundworkError
+from labeling.inputs import model_input
+from labeling.items import get_items
+from labeling.projects import Project
+from labeling.store import get_setting, set_setting, utcnow
+from review.confident import MIN_PER_CLASS, candidates_for, label_issue_ranking, out_of_fold
+
+CHECKED_SOURCES = ("human", "import")
+
+
+def _setting_key(project: Project) -> str:
+    return f"label_check:{project.id}"
+
+
+def _labels(db: sqlite_utils.Database, project: Project) -> pd.DataFrame:
+    labels = current_labels(db, project, curated_only=True)
+    if project.multi_label:
+        raise GroundworkError(
+            f"label-issue detection works on single-label projects; {project.name!r} is "
+            "multi-label")
+    return labels
+
+
+def labels_hash(labels: pd.DataFrame) -> str:
+    rows = sorted(zip(labels["item_id"].astype(int).tolist(),
+                      [json.dumps(v) for v in labels["labels"]],
+                      labels["source"].tolist(), strict=True))
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
+
+
+def last_check(db: sqlite_utils.Database, project: Project) -> dict | None:
+    """The latest scan's summary (when, over how many labels, which models), if any."""
+    raw = get_setting(db, _setting_key(project))
+    return json.loads(raw) if raw else None
+
+
+def is_fresh(db: sqlite_utils.Database, project: Project) -> bool:
+    check = last_check(db, project)
+    if check is None:
+        return False
+    labels = current_labels(db, project, curated_only=True)
+    return not labels.empty and check.get("labels_hash") == labels_hash(labels)
+
+
+def _given_by(
+    db: sqlite_utils.Database, project: Project
+) -> dict[int, list[tuple[str, list[str]]]]:
+    """Who gave each item's label: the people whose latest live answer is that label."""
+    answers = live_annotations(db, project)
+    answers = answers[answers["source"].isin(CHECKED_SOURCES)]
+    latest = answers.sort_values("id").drop_duplicates(["item_id", "user"], keep="last")
+    out: dict[int, list[tuple[str, list[str]]]] = {}
+    for item_id, user, labels in zip(latest["item_id"], latest["user"], latest["labels"],
+                                     strict=True):
+        out.setdefault(int(item_id), []).append((str(user), list(labels)))
+    return out
+
+
+def check_labels(
+    db: sqlite_utils.Database, project: Project, *, seed: int = 0,
+    candidates: list[dict] | None = None,
+) -> dict:
+    """Scan the project's curated labels now and store the result; return its summary."""
+    started = time.monotonic()
+    labels = _labels(db, project)
+    given = [v[0] for v in labels["labels"]] if not labels.empty else []
+    counts = pd.Series(given, dtype=object).value_counts()
+    kept_classes = [c for c in project.classes if counts.get(c, 0) >= MIN_PER_CLASS]
+    if len(kept_classes) < 2:
+        raise GroundworkError(
+            f"label-issue detection needs at least {MIN_PER_CLASS} labels in each of two "
+            f"classes; project {project.name!r} has {len(labels)} curated labels "
+            f"({', '.join(f'{c}: {n}' for c, n in counts.items()) or 'none'})")
+    mask = np.array([g in kept_classes for g in given])
+    rows = labels[mask].reset_index(drop=True)
+    y = np.array([kept_classes.index(v[0]) for v in rows["labels"]])
+    ids = [int(i) for i in rows["item_id"]]
+    items = get_items(db, project, ids)
+    X = model_input(db, project, items)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        F = make_features(project.modality, X).fit_transform(X)
+    if hasattr(F, "tocsr"):
+        F = F.tocsr()
+    tuned = promoted_model(db, project)
+    menu = candidates if candidates is not None else candidates_for(
+        is_sparse_modality(project.modality), tuned["params"] if tuned else None)
+    oof = out_of_fold(F, y, kept_classes, candidates=menu, seed=seed)
+    issues, quality = label_issue_ranking(y, oof.probabilities)
+    checkable = rows["source"].isin(CHECKED_SOURCES).to_numpy()
+    rank = {int(i): r for r, i in enumerate(i for i in issues if checkable[i])}
+    full = np.zeros((len(ids), len(project.classes)))
+    for j, name in enumerate(kept_classes):
+        full[:, project.classes.index(name)] = oof.probabilities[:, j]
+    now = utcnow()
+    records = [{
+        "item_id": item_id,
+        "project_id": project.id,
+        "given": json.dumps([kept_classes[int(y[i])]]),
+        "suggested": json.dumps([kept_classes[int(oof.probabilities[i].argmax())]]),
+        "probabilities": json.dumps([round(float(p), 6) for p in full[i]]),
+        "quality": float(quality[i]),
+        "issue": int(i in rank),
+        "rank": rank.get(i),
+        "checked_at": now,
+    } for i, item_id in enumerate(ids) if checkable[i]]
+    summary = {
+        "labels_hash": labels_hash(labels),
+        "checked_at": now,
+        "labels": int(len(labels)),
+        "checked": int(checkable.sum()),
+        "issues": len(rank),
+        "classes": kept_classes,
+        "skipped_classes": [c for c in project.classes if c not in kept_classes],
+        "folds": oof.folds,
+        "models": oof.members,
+        "seconds": round(time.monotonic() - started, 2),
+        "method": ("cleanlab.filter.find_label_issues (confident learning) on out-of-fold "
+                   f"probabilities averaged over {len(oof.members)} model families "
+                   f"({', '.join(m['model'] for m in oof.members)}), {oof.folds}-fold"),
+    }
+    with db.atomic():
+        db.execute("DELETE FROM label_checks WHERE project_id = ?", [project.id])
+        db["label_checks"].insert_all(records, batch_size=1000)
+    set_setting(db, _setting_key(project), json.dumps(summary))
+    return summary
+
+
+def ensure_checked(db: sqlite_utils.Database, project: Project, *, seed: int = 0) -> dict:
+    """The latest scan, redone first if the labels changed since."""
+    if not is_fresh(db, project):
+        return check_labels(db, project, seed=seed)
+    return last_check(db, project)  # type: ignore[return-value]
+
+
+def stored_checks(db: sqlite_utils.Database, project: Project, *, issues_only: bool) -> list[dict]:
+    """The latest scan's rows: item, given and suggested label, probabilities, quality."""
+    where = "AND c.issue = 1" if issues_only else ""
+    rows = db.query(
+        f"""
+        SELECT c.*, i.key FROM label_checks c JOIN items i ON i.id = c.item_id
+        WHERE c.project_id = ? {where}
+        ORDER BY c.rank IS NULL, c.rank, c.quality
+        """,
+        [project.id],
+    )
+    given_by = _given_by(db, project)
+    out = []
+    for row in rows:
+        given = json.loads(row["given"])
+        people = given_by.get(int(row["item_id"]), [])
+        same = [u for u, labs in people if labs == given]
+        out.append({
+            "id": int(row["item_id"]),
+            "key": row["key"],
+            "given": given,
+            "suggested": json.loads(row["suggested"]),
+            "score": round(1.0 - float(row["quality"]), 6),
+            "quality": float(row["quality"]),
+            "probabilities": json.loads(row["probabilities"]),
+            "issue": bool(row["issue"]),
+            "rank": row["rank"],
+            "users": same or [u for u, _ in people],
+        })
+    return out
+
+
+def label_issues(
+    db: sqlite_utils.Database, project: Project, *, limit: int | None = None,
+    refresh: bool = True, seed: int = 0,
+) -> list[dict]:
+    """Suspected label errors, most likely first: id, key, given, suggested, score, users.
+
+    `score` is 1 - the out-of-fold probability of the given label: how likely
+    it is wrong. Only labels people gave (or imported) are checked.
+    """
+    if refresh:
+        ensure_checked(db, project, seed=seed)
+    issues = stored_checks(db, project, issues_only=True)
+    return issues if limit is None else issues[: max(int(limit), 0)]
+
+
+def annotator_error_rates(db: sqlite_utils.Database, project: Project) -> list[dict]:
+    """Per person: labels given, label issues reviewed, and how many a reviewer overturned.
+
+    An issue is confirmed when the review answer differs from the given label;
+    `error_rate` is confirmed errors / reviewed issues of that person, and
+    `error_share` is confirmed errors / all their labels (a lower bound on
+    their error rate, since not every label was reviewed).
+    """
+    rows = db.query(
+        """
+        SELECT t.given, t.given_by, a.labels AS answer
+        FROM review_tasks t JOIN annotations a ON a.id = t.annotation_id
+        WHERE t.project_id = ? AND t.status = 'completed' AND t.given IS NOT NULL
+          AND a.retracted_at IS NULL
+        """,
+        [project.id],
+    )
+    stats: dict[str, dict] = {}
+    for row in rows:
+        wrong = json.loads(row["answer"]) != json.loads(row["given"])
+        for user in json.loads(row["given_by"] or "[]"):
+            entry = stats.setdefault(user, {"reviewed": 0, "confirmed_errors": 0})
+            entry["reviewed"] += 1
+            entry["confirmed_errors"] += int(wrong)
+    answers = live_annotations(db, project)
+    answers = answers[answers["source"].isin(CHECKED_SOURCES)]
+    given = answers.drop_duplicates(["item_id", "user"]).groupby("user").size()
+    out = []
+    for user in sorted(set(stats) | set(given.index)):
+        entry = stats.get(user, {"reviewed": 0, "confirmed_errors": 0})
+        n = int(given.get(user, 0))
+        out.append({
+            "user": user,
+            "labels": n,
+            "reviewed": entry["reviewed"],
+            "confirmed_errors": entry["confirmed_errors"],
+            "error_rate": (entry["confirmed_errors"] / entry["reviewed"]
+                           if entry["reviewed"] else None),
+            "error_share": entry["confirmed_errors"] / n if n else None,
+        })
+    return out

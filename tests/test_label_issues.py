@@ -1,0 +1,152 @@
+"""Label-issue detection on real data with injected errors, routed to review and corrected."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from labeling.annotations import current_labels, record_annotation
+from labeling.errors import GroundworkError
+from labeling.importers import import_source
+from labeling.items import iter_items
+from labeling.projects import create_project, get_project
+from review.confident import candidates_for, label_issue_ranking, out_of_fold
+from review.label_issues import (
+    annotator_error_rates,
+    check_labels,
+    is_fresh,
+    label_issues,
+    last_check,
+)
+from review.tasks import answer_task, next_tasks
+from review.workflows import preview, run_workflow, save_workflow
+
+NAMES = ["barolo", "grignolino", "barbera"]
+
+
+def flip(label: str) -> str:
+    return NAMES[(NAMES.index(label) + 1) % 3]
+
+
+@pytest.fixture
+def noisy_wine(db, wine_csv, tmp_path):
+    """Wine (178 rows) imported with 18 labels deliberately wrong; returns (project, wrong keys)."""
+    frame = pd.read_csv(wine_csv)
+    wrong = np.random.default_rng(0).choice(len(frame), 18, replace=False)
+    frame["label"] = [flip(v) if i in wrong else v for i, v in enumerate(frame["cultivar"])]
+    path = tmp_path / "noisy.csv"
+    frame.drop(columns=["cultivar"]).to_csv(path, index=False)
+    import_source(db, "wine", path, "tabular", label_column="label")
+    return get_project(db, "wine"), {str(i) for i in wrong}
+
+
+def test_injected_label_errors_are_found_most_likely_first(db, noisy_wine):
+    project, wrong = noisy_wine
+    issues = label_issues(db, project)
+    found = {i["key"] for i in issues}
+    precision = len(found & wrong) / len(found)
+    recall = len(found & wrong) / len(wrong)
+    assert precision >= 0.8 and recall >= 0.7, (precision, recall)
+    scores = [i["score"] for i in issues]
+    assert scores == sorted(scores, reverse=True)
+    assert all(i["given"] != i["suggested"] and i["users"] == ["import"] for i in issues)
+    check = last_check(db, project)
+    assert check["labels"] == check["checked"] == 178 and check["issues"] == len(issues)
+    assert 1 <= len(check["models"]) <= 3 and check["folds"] == 5
+    assert is_fresh(db, project)
+
+
+def test_issues_route_to_a_labels_workflow_and_corrections_close_the_loop(db, noisy_wine):
+    project, wrong = noisy_wine
+    issues = label_issues(db, project)
+    rule = {"label_error": True}
+    save_workflow(db, project, "label errors", rule, source="labels", instructions="Check it.")
+    shown = preview(db, project, rule, source="labels", salt="label errors")
+    assert shown["would_open"] == len(issues) and not shown["stale"]
+    assert run_workflow(db, project, "label errors") == len(issues)
+    tasks = next_tasks(db, project, n=100)
+    assert [t["key"] for t in tasks] == [i["key"] for i in issues]  # likeliest error first
+    first = tasks[0]
+    assert first["given"] == issues[0]["given"] and first["predicted"] == issues[0]["suggested"]
+    assert first["given_by"] == ["import"] and first["fired"] == ["suspected label error"]
+    assert first["issue_score"] == pytest.approx(issues[0]["score"])
+    # the reviewer confirms the error on the first and keeps the label on the second
+    answer_task(db, project, first["id"], first["predicted"], user="rev")
+    answer_task(db, project, tasks[1]["id"], tasks[1]["given"], user="rev")
+    labels = current_labels(db, project, curated_only=True).set_index("item_id")
+    assert labels.loc[first["item_id"], "labels"] == first["predicted"]
+    assert labels.loc[first["item_id"], "source"] == "review"
+    rates = {r["user"]: r for r in annotator_error_rates(db, project)}
+    assert rates["import"]["reviewed"] == 2 and rates["import"]["confirmed_errors"] == 1
+    assert rates["import"]["error_rate"] == 0.5
+    # labels changed: the next check runs again and never flags a reviewed label
+    assert not is_fresh(db, project)
+    assert preview(db, project, rule, source="labels", salt="label errors")["stale"]
+    again = {i["id"] for i in label_issues(db, project)}
+    assert first["item_id"] not in again and tasks[1]["item_id"] not in again
+
+
+def test_the_person_who_gave_a_wrong_label_is_named(db, wine_csv):
+    import_source(db, "wine", wine_csv, "tabular", gold_column="cultivar")
+    project = get_project(db, "wine")
+    items = list(iter_items(db, project))
+    bad = {item.id for item in items[::12]}
+    for item in items:
+        truth = item.gold[0]
+        if item.id in bad:
+            record_annotation(db, project, item.id, flip(truth), user="bob")
+        else:
+            record_annotation(db, project, item.id, truth, user="ann")
+    issues = label_issues(db, project)
+    by_bob = [i for i in issues if i["id"] in bad]
+    assert len(by_bob) >= 0.7 * len(bad)
+    assert all(i["users"] == ["bob"] for i in by_bob)
+
+
+def test_detection_refuses_what_it_cannot_check(db, tmp_path):
+    tags = create_project(db, "tags", "text", task="multi-label", classes=["a", "b"])
+    with pytest.raises(GroundworkError, match="single-label"):
+        check_labels(db, tags)
+    mail = create_project(db, "mail", "text", classes=["ham", "spam"])
+    from labeling.items import add_items
+
+    with db.atomic():
+        add_items(db, mail, [{"key": str(i), "content": f"text {i}", "sha256": str(i)}
+                             for i in range(3)])
+    record_annotation(db, mail, 1, "ham", user="ann")
+    record_annotation(db, mail, 2, "ham", user="ann")
+    record_annotation(db, mail, 3, "spam", user="ann")
+    with pytest.raises(GroundworkError, match="at least 2 labels in each of two classes"):
+        check_labels(db, mail)
+    with pytest.raises(GroundworkError, match="source is the project's labels"):
+        save_workflow(db, mail, "errors", {"label_error": True})
+
+
+def test_out_of_fold_ensemble_beats_one_linear_model_on_noisy_digits():
+    """The maths alone: F1 of flagged items against the injected errors."""
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:600], y[:600]
+    rng = np.random.default_rng(1)
+    wrong = rng.choice(len(y), 60, replace=False)
+    noisy = y.copy()
+    noisy[wrong] = (y[wrong] + rng.integers(1, 10, len(wrong))) % 10
+    F = StandardScaler().fit_transform(X)
+
+    def f1(flagged) -> float:
+        hit = len(set(flagged) & set(wrong))
+        return 2 * hit / (len(flagged) + len(wrong))
+
+    base = cross_val_predict(LogisticRegression(max_iter=2000), F, noisy,
+                             cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                             method="predict_proba")
+    menu = [c for c in candidates_for(sparse=False) if c["model"] != "random_forest"]
+    ours = out_of_fold(F, noisy, [str(i) for i in range(10)], candidates=menu)
+    assert len(ours.members) == 3 and ours.folds == 5
+    assert f1(label_issue_ranking(noisy, ours.probabilities)[0]) > f1(
+        label_issue_ranking(noisy, base)[0])

@@ -1,0 +1,123 @@
+"""The review half of the CLI: workflows, human loops, export, accuracy, label issues."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.test_cli import Run
+
+
+@pytest.fixture
+def gw(data_dir, capsys) -> Run:
+    return Run(data_dir, capsys)
+
+
+@pytest.fixture
+def mail(gw, spam_csv, tmp_path):
+    """Spam subset with a third labeled and a model trained on them: (runner, truth by key)."""
+    frame = pd.read_csv(spam_csv)
+    truth = {str(i): label for i, label in enumerate(frame["label"])}
+    frame = frame.assign(label=[v if i % 3 == 0 else None for i, v in enumerate(frame["label"])])
+    path = tmp_path / "mail.csv"
+    frame.to_csv(path, index=False)
+    gw.json("import", "mail", path, "--modality", "text", "--label-column", "label")
+    gw.json("train", "mail", "--budget", "3")
+    return gw, truth
+
+
+def test_workflow_preview_save_open_answer_undo_export_accuracy(mail, tmp_path):
+    gw, truth = mail
+    dry = gw.json("review", "workflow", "mail", "doubts", "--below", "0.9", "--sample", "0.1",
+                  "--expiry-hours", "24", "--dry-run")
+    assert dry["saved"] is False and dry["preview"]["would_open"] > 0
+    assert gw.json("review", "workflows", "mail") == {"workflows": []}
+    saved = gw.json("review", "workflow", "mail", "doubts", "--below", "0.9", "--sample", "0.1",
+                    "--expiry-hours", "24", "--instructions", "Spam sells something.")
+    assert saved["saved"] and saved["workflow"]["conditions"] == {
+        "any": [{"confidence_below": 0.9}, {"sample": 0.1}]}
+    assert saved["workflow"]["description"] == "confidence < 0.90 OR random 10% audit sample"
+    opened = gw.json("review", "open", "mail", "--workflow", "doubts")
+    assert opened["opened"] == saved["preview"]["would_open"] == dry["preview"]["would_open"]
+    assert gw.json("review", "open", "mail", "--workflow", "doubts")["opened"] == 0
+    listed = gw.json("review", "workflows", "mail")["workflows"]
+    assert listed[0]["name"] == "doubts" and listed[0]["tasks"] == {"open": opened["opened"]}
+
+    tasks = gw.json("review", "next", "mail", "--n", "100")["tasks"]
+    assert len(tasks) == opened["opened"]
+    task = tasks[0]
+    assert task["workflow"] == "doubts" and task["fired"] and task["expires_at"]
+    answer = gw.json("review", "answer", "mail", task["id"], truth[task["key"]], "--user", "rev")
+    assert answer["status"] == "completed" and answer["annotation"] > 0
+    assert gw.json("review", "undo", "mail", task["id"]) == {"task": task["id"],
+                                                             "status": "open"}
+    gw.json("review", "answer", "mail", task["id"], truth[task["key"]], "--user", "rev")
+
+    out = tmp_path / "loops.jsonl"
+    assert gw.json("review", "export", "mail", "--out", out)["loops"] == len(tasks)
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    done = [r for r in records if r["status"] == "completed"]
+    assert len(done) == 1 and done[0]["answers"][0]["reviewer"] == "rev"
+    assert done[0]["input"]["key"] == task["key"] and done[0]["workflow"] == "doubts"
+
+    accuracy = gw.json("review", "accuracy", "mail")
+    assert accuracy["overall"]["reviewed"] == 1
+    assert set(accuracy) >= {"overall", "per_class", "audit", "interval"}
+
+
+def test_inline_conditions_and_the_old_flags_still_work(mail):
+    gw, _ = mail
+    both = gw.json("review", "open", "mail", "--below", "0.8", "--sample", "0.05")
+    assert both["conditions"] == {"any": [{"confidence_below": 0.8}, {"sample": 0.05}]}
+    plain = gw.json("review", "open", "mail", "--below", "0.95", "--limit", "2")
+    assert plain["rule"] == {"below": 0.95} and plain["opened"] <= 2
+    assert "not both" in gw.fails("review", "open", "mail", "--workflow", "x", "--below", "0.5")
+    assert "no review workflow 'nope'" in gw.fails("review", "open", "mail", "--workflow",
+                                                    "nope")
+    assert "outside" in gw.fails("review", "workflow", "mail", "w", "--below", "2")
+    assert "needs conditions" in gw.fails("review", "workflow", "mail", "w")
+    assert "1, 2 or 3" in gw.fails("review", "workflow", "mail", "w", "--below", "0.5",
+                                   "--reviewers", "5")
+    assert "no review task 999" in gw.fails("review", "answer", "mail", "999", "ham")
+    two = {"any": [{"confidence_below": 0.6},
+                   {"all": [{"confidence_below": 0.9, "class": "spam"}, {"sample": 0.5}]}]}
+    saved = gw.json("review", "workflow", "mail", "deep", "--conditions", json.dumps(two),
+                    "--reviewers", "2")
+    assert saved["workflow"]["conditions"] == two and saved["workflow"]["reviewers"] == 2
+    changed = gw.json("review", "workflow", "mail", "deep", "--expiry-hours", "2")
+    assert changed["workflow"]["conditions"] == two and changed["workflow"]["expiry_hours"] == 2
+    assert "not valid JSON" in gw.fails("review", "workflow", "mail", "x", "--conditions", "{x")
+
+
+def test_label_issues_json_and_route_to_review(gw, wine_csv, tmp_path):
+    frame = pd.read_csv(wine_csv)
+    names = ["barolo", "grignolino", "barbera"]
+    wrong = set(np.random.default_rng(3).choice(len(frame), 18, replace=False).tolist())
+    frame["label"] = [names[(names.index(v) + 1) % 3] if i in wrong else v
+                      for i, v in enumerate(frame["cultivar"])]
+    path = tmp_path / "noisy.csv"
+    frame.drop(columns=["cultivar"]).to_csv(path, index=False)
+    gw.json("import", "wine", path, "--modality", "tabular", "--label-column", "label")
+    result = gw.json("label-issues", "wine")
+    items = result["items"]
+    assert items and all(set(i) == {"id", "key", "given", "suggested", "score", "users"}
+                         for i in items)
+    assert [i["score"] for i in items] == sorted((i["score"] for i in items), reverse=True)
+    assert len({int(i["key"]) for i in items} & wrong) >= 0.8 * len(items)
+    assert result["check"]["checked"] == 178
+    assert gw.json("label-issues", "wine", "--limit", "3")["items"] == items[:3]
+    routed = gw.json("label-issues", "wine", "--route", "label errors")
+    assert routed["opened"] == len(items)
+    tasks = gw.json("review", "next", "wine", "--n", "100", "--workflow", "label errors")["tasks"]
+    assert [t["key"] for t in tasks] == [i["key"] for i in items]
+    assert tasks[0]["given"] == items[0]["given"] and tasks[0]["given_by"] == ["import"]
+    workflows = gw.json("review", "workflows", "wine")["workflows"]
+    assert workflows[0]["source"] == "labels"
+
+
+def test_label_issues_needs_labels(gw, spam_csv):
+    gw.json("import", "mail", spam_csv, "--modality", "text", "--classes", "ham,spam")
+    assert "at least 2 labels" in gw.fails("label-issues", "mail")

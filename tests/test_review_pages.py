@@ -1,0 +1,135 @@
+"""The Review and Workflows pages through Streamlit's AppTest, against a real store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from labeling.importers import import_source
+from labeling.items import add_items
+from labeling.projects import create_project, get_project
+from labeling.queue import store_predictions
+from review.workflows import run_workflow, save_workflow
+
+ROOT_DIR = Path(__file__).resolve().parents[1]
+CONFIDENCES = [0.55, 0.95, 0.6, 0.99, 0.8, 0.5]
+
+
+def page(path: str, project: str) -> AppTest:
+    at = AppTest.from_file(str(ROOT_DIR / path), default_timeout=60)
+    at.session_state["project_name"] = project
+    at.session_state["user"] = "ann"
+    return at.run()
+
+
+def button(at: AppTest, key: str):
+    return next(b for b in at.button if b.key == key)
+
+
+@pytest.fixture
+def mail(db, data_dir, monkeypatch):
+    monkeypatch.setenv("GROUNDWORK_DATA", str(data_dir))
+    monkeypatch.setenv("GROUNDWORK_DEMO", "0")
+    project = create_project(db, "mail", "text", classes=["ham", "spam"])
+    with db.atomic():
+        add_items(db, project, [{"key": str(i), "content": f"message number {i}",
+                                 "sha256": str(i)} for i in range(len(CONFIDENCES))])
+        mv = db["model_versions"].insert({
+            "project_id": project.id, "version": 1, "created_at": "now", "status": "promoted",
+            "estimator": "logreg", "metric_name": "balanced_accuracy", "train_size": 0,
+            "snapshot_hash": "-", "artifact_path": "-", "artifact_sha256": "-",
+            "classes": '["ham", "spam"]'}).last_pk
+    store_predictions(db, mv, list(range(1, 7)), ["ham", "spam"],
+                      np.array([[p, 1 - p] for p in CONFIDENCES]))
+    return db, project
+
+
+def test_workflow_editor_previews_saves_and_opens(mail):
+    db, project = mail
+    at = page("review/pages/workflows.py", "mail")
+    assert not at.exception
+    at.text_input(key="wf-name").set_value("doubts").run()
+    at.number_input(key="wf-below").set_value(0.65).run()
+    at.checkbox(key="wf-use-above").check().run()
+    at.number_input(key="wf-above").set_value(0.98).run()
+    assert any("This workflow would open 4 new tasks" in c.value for c in at.caption)
+    assert db["review_workflows"].count == 0  # previewing saves nothing
+    at.number_input(key="wf-reviewers").set_value(2).run()
+    at.number_input(key="wf-expiry").set_value(12.0).run()
+    at.text_area(key="wf-instructions").set_value("Read the **whole** message.").run()
+    button(at, "wf-save-run").click().run()
+    assert not at.exception
+    assert any("opened 4 review tasks" in s.value for s in at.success)
+    row = db["review_workflows"].get(1)
+    assert json.loads(row["conditions"]) == {"any": [{"confidence_below": 0.65},
+                                                     {"confidence_above": 0.98}]}
+    assert (row["reviewers"], row["expiry_hours"]) == (2, 12.0)
+    assert db.execute("SELECT count(*) FROM review_tasks WHERE expires_at IS NOT NULL "
+                      "AND reviewers = 2").fetchone()[0] == 4
+    frame = at.dataframe[0].value
+    assert list(frame["workflow"]) == ["doubts"] and list(frame["open"]) == [4]
+
+
+def test_bad_json_conditions_say_what_is_wrong_and_save_nothing(mail):
+    db, _ = mail
+    at = page("review/pages/workflows.py", "mail")
+    at.text_input(key="wf-name").set_value("deep").run()
+    at.text_area(key="wf-json").set_value(
+        '{"any": [{"all": [{"any": [{"sample": 0.1}]}]}]}').run()
+    assert any("nest at most 2" in e.value for e in at.error)
+    assert button(at, "wf-save").disabled
+
+
+def test_review_page_shows_why_workflow_and_accuracy(mail):
+    db, project = mail
+    save_workflow(db, project, "audit", {"any": [{"confidence_below": 0.56},
+                                                 {"sample": 1.0}]},
+                  instructions="Look twice.")
+    run_workflow(db, project, "audit")
+    at = page("review/pages/review_tasks.py", "mail")
+    assert not at.exception
+    assert any("flagged because confidence < 0.56; random 100% audit sample" in m.value
+               for m in at.markdown)
+    assert any("workflow audit" in c.value for c in at.caption)
+    button(at, "fix-1").click().run()  # the model said ham at 0.50: a reviewer says spam
+    button(at, "accept").click().run()
+    table = next(d.value for d in at.dataframe)
+    overall = table.set_index("predictions").loc["all reviewed"]
+    assert (overall["reviewed"], overall["correct"]) == (2, 1)
+    assert "random audits" in set(table["predictions"])
+
+
+def test_label_issues_are_checked_routed_and_reviewed_with_given_and_suggested(
+        db, data_dir, monkeypatch, wine_csv, tmp_path):
+    monkeypatch.setenv("GROUNDWORK_DATA", str(data_dir))
+    monkeypatch.setenv("GROUNDWORK_DEMO", "0")
+    frame = pd.read_csv(wine_csv)
+    names = ["barolo", "grignolino", "barbera"]
+    frame["label"] = [names[(names.index(v) + 1) % 3] if i % 15 == 0 else v
+                      for i, v in enumerate(frame["cultivar"])]
+    path = tmp_path / "noisy.csv"
+    frame.drop(columns=["cultivar"]).to_csv(path, index=False)
+    import_source(db, "wine", path, "tabular", label_column="label", user="ann")
+    at = page("review/pages/workflows.py", "wine")
+    button(at, "check-labels").click().run()
+    assert not at.exception
+    issues = next(d.value for d in at.dataframe if "suggested" in d.value.columns)
+    assert len(issues) >= 8 and set(issues["given by"]) == {"ann"}
+    button(at, "route-issues").click().run()
+    assert any(f"Opened {len(issues)} review tasks" in s.value for s in at.success)
+
+    review = page("review/pages/review_tasks.py", "wine")
+    first = issues.iloc[0]
+    assert any(f"Given label **{first['given']}** by ann" in m.value
+               and f"suggested **{first['suggested']}**" in m.value for m in review.markdown)
+    button(review, "keep-given").click().run()  # the reviewer keeps the given label
+    project = get_project(db, "wine")
+    answer = db.execute("SELECT a.labels, a.source FROM annotations a JOIN review_tasks t "
+                        "ON t.annotation_id = a.id WHERE t.project_id = ?",
+                        [project.id]).fetchall()
+    assert answer == [(json.dumps([first["given"]]), "review")]
