@@ -140,13 +140,21 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise GroundworkError(
             f"item id {args.item_id!r} is not a number: use the ids `groundwork next` prints"
         ) from None
-    annotation_id = record_annotation(db, project, item_id, args.label, user=args.user)
-    if not args.no_refit:
+    from labeling.annotations import find_submission  # idempotent submit (--submission-id)
+
+    resent = bool(args.submission_id) and find_submission(db, project, args.submission_id) \
+        is not None
+    annotation_id = record_annotation(db, project, item_id, args.label, user=args.user,
+                                      submission_id=args.submission_id)
+    if not args.no_refit and not resent:
         from automl.refit import maybe_refit
 
         maybe_refit(db, project)  # starts a background process when due; never waits
     if args.json:
-        _print_json({"annotation": annotation_id, "item": item_id})
+        _print_json({"annotation": annotation_id, "item": item_id, "resent": resent})
+    elif resent:
+        print(f"already recorded as annotation {annotation_id} for item {item_id} (same "
+              "--submission-id); nothing new was recorded")
     else:
         print(f"recorded annotation {annotation_id} for item {item_id}")
     return 0
@@ -159,7 +167,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from automl.jobs import start_training
 
         job_id = start_training(db, project, budget=args.budget,
-                                include_auto=args.include_auto)
+                                include_auto=args.include_auto, ensemble=args.ensemble)
         if args.json:
             _print_json({"job": job_id})
         else:
@@ -178,7 +186,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     result = train_project(db, project, budget=args.budget, seed=args.seed, progress=progress,
                            include_auto=args.include_auto, storage_url=args.storage,
-                           study_name=args.study, on_study=announce)
+                           study_name=args.study, on_study=announce,
+                           ensemble=args.ensemble)
     if args.json:
         _print_json(result)
     else:
@@ -367,25 +376,63 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inline_conditions(args: argparse.Namespace) -> dict | str | None:
+    """Conditions from --below/--above/--sample/--label-errors (each can open a task: OR)."""
+    from review.conditions import inline
+
+    if getattr(args, "conditions", None):
+        return args.conditions  # JSON text: validated (with a readable error) where it is used
+    if all(getattr(args, k, None) in (None, False)
+           for k in ("below", "above", "sample", "label_errors")):
+        return None
+    conditions = inline(args.below, args.above, args.sample, args.label_errors)
+    if getattr(args, "cls", None):
+        for node in conditions.get("any", [conditions]):
+            if "confidence_below" in node or "confidence_above" in node:
+                node["class"] = args.cls
+    return conditions
+
+
 def cmd_review_open(args: argparse.Namespace) -> int:
-    from review.rules import open_review
+    from review.workflows import get_workflow, open_tasks, run_workflow
 
     db = _open(args)
     project = _project(db, args.project)
-    opened = open_review(db, project, below=args.below, limit=args.limit)
-    if args.json:
-        _print_json({"opened": opened, "rule": {"below": args.below}})
+    conditions = _inline_conditions(args)
+    if args.workflow:
+        if conditions is not None:
+            raise GroundworkError("give either --workflow NAME or inline conditions "
+                                  "(--below, --above, --sample, --label-errors), not both")
+        workflow = get_workflow(db, project, args.workflow)
+        opened = run_workflow(db, project, args.workflow, limit=args.limit)
+        conditions, source = workflow.conditions, workflow.source
     else:
-        print(f"opened {opened} review tasks (confidence below {args.below})")
+        if conditions is None:
+            conditions = {"confidence_below": 0.7}
+        source = "labels" if args.label_errors else "pool"
+        opened = open_tasks(db, project, conditions, source=source, limit=args.limit)
+    result = {"opened": opened, "workflow": args.workflow, "source": source,
+              "conditions": conditions}
+    if set(conditions) == {"confidence_below"}:
+        result["rule"] = {"below": conditions["confidence_below"]}
+    if args.json:
+        _print_json(result)
+    else:
+        from review.conditions import describe
+
+        where = f"workflow {args.workflow}: " if args.workflow else ""
+        print(f"opened {opened} review tasks ({where}{describe(conditions)})")
     return 0
 
 
 def cmd_review_next(args: argparse.Namespace) -> int:
     from review.tasks import next_tasks
+    from review.workflows import refresh_workflows
 
     db = _open(args)
     project = _project(db, args.project)
-    tasks = next_tasks(db, project, n=args.n)
+    refresh_workflows(db, project)
+    tasks = next_tasks(db, project, n=args.n, user=args.user, workflow=args.workflow)
     out = [
         {
             "id": t["id"],
@@ -393,6 +440,13 @@ def cmd_review_next(args: argparse.Namespace) -> int:
             "key": t["key"],
             "predicted": t["predicted"],
             "confidence": t["confidence"],
+            "status": t["status"],
+            "workflow": t["workflow"],
+            "fired": t["fired"],
+            "reviewers": t["reviewers"],
+            "expires_at": t["expires_at"],
+            "given": t.get("given"),
+            "given_by": t.get("given_by"),
         }
         for t in tasks
     ]
@@ -400,20 +454,161 @@ def cmd_review_next(args: argparse.Namespace) -> int:
         _print_json({"tasks": out})
     else:
         for t in out:
-            print(f"{t['id']}\t{t['key']}\t{','.join(t['predicted'])}\t{t['confidence']:.3f}")
+            print(f"{t['id']}\t{t['key']}\t{','.join(t['predicted'])}\t{t['confidence']:.3f}"
+                  f"\t{'; '.join(t['fired'])}")
     return 0
 
 
 def cmd_review_answer(args: argparse.Namespace) -> int:
-    from review.tasks import answer_task
+    from review.tasks import answer_task, get_task
 
     db = _open(args)
     project = _project(db, args.project)
-    annotation_id = answer_task(db, project, int(args.task_id), args.label, user=args.user)
+    annotation_id = answer_task(db, project, args.task_id, args.label, user=args.user)
+    status = get_task(db, project, args.task_id)["status"]
     if args.json:
-        _print_json({"annotation": annotation_id, "task": int(args.task_id)})
+        _print_json({"annotation": annotation_id, "task": int(args.task_id), "status": status})
+    elif annotation_id is None:
+        print(f"recorded {args.user}'s answer to task {args.task_id}; it waits for more "
+              "reviewers")
     else:
         print(f"recorded review answer {annotation_id} for task {args.task_id}")
+    return 0
+
+
+def cmd_review_undo(args: argparse.Namespace) -> int:
+    from review.tasks import get_task, undo_answer
+
+    db = _open(args)
+    project = _project(db, args.project)
+    undo_answer(db, project, args.task_id, user=args.user)
+    status = get_task(db, project, args.task_id)["status"]
+    if args.json:
+        _print_json({"task": int(args.task_id), "status": status})
+    else:
+        print(f"task {args.task_id} is {status} again")
+    return 0
+
+
+def cmd_review_export(args: argparse.Namespace) -> int:
+    from review.report import export_loops
+
+    db = _open(args)
+    project = _project(db, args.project)
+    n = export_loops(db, project, args.out, workflow=args.workflow)
+    if args.json:
+        _print_json({"loops": n, "out": str(args.out)})
+    else:
+        print(f"wrote {n} human loops to {args.out}")
+    return 0
+
+
+def cmd_review_workflow(args: argparse.Namespace) -> int:
+    from review.workflows import find_workflow, preview, save_workflow
+
+    db = _open(args)
+    project = _project(db, args.project)
+    conditions = _inline_conditions(args)
+    existing = find_workflow(db, project, args.name)
+    if conditions is None:
+        if existing is None:
+            raise GroundworkError("a new workflow needs conditions: --below, --above, --sample, "
+                                  "--label-errors or --conditions JSON")
+        conditions = existing.conditions
+    source = args.source or ("labels" if args.label_errors else
+                             existing.source if existing else "pool")
+    shown = preview(db, project, conditions, source=source, salt=args.name.strip())
+    result: dict = {"saved": False, "preview": shown}
+    if not args.dry_run:
+        workflow = save_workflow(
+            db, project, args.name, conditions, source=source,
+            reviewers=args.reviewers if args.reviewers is not None else
+            (existing.reviewers if existing else 1),
+            expiry_hours=args.expiry_hours if args.expiry_hours is not None else
+            (existing.expiry_hours if existing else None),
+            instructions=args.instructions if args.instructions is not None else
+            (existing.instructions if existing else ""))
+        result.update(saved=True, workflow=workflow.to_dict())
+    if args.json:
+        _print_json(result)
+    else:
+        verb = "saved" if result["saved"] else "would save"
+        print(f"{verb} workflow {args.name}: {shown['description']}; it would open "
+              f"{shown['would_open']} tasks now")
+    return 0
+
+
+def cmd_review_workflows(args: argparse.Namespace) -> int:
+    from review.workflows import list_workflows
+
+    db = _open(args)
+    project = _project(db, args.project)
+    rows = []
+    for w in list_workflows(db, project):
+        counts = dict(db.execute("SELECT status, count(*) FROM review_tasks WHERE workflow_id = ? "
+                                 "GROUP BY status", [w.id]).fetchall())
+        rows.append({**w.to_dict(), "tasks": counts})
+    if args.json:
+        _print_json({"workflows": rows})
+    else:
+        for r in rows:
+            print(f"{r['name']}\t{r['source']}\t{r['description']}\t{r['reviewers']} reviewer(s)"
+                  f"\t{r['tasks']}")
+    return 0
+
+
+def cmd_review_accuracy(args: argparse.Namespace) -> int:
+    from review.report import reviewed_accuracy
+
+    db = _open(args)
+    report = reviewed_accuracy(db, _project(db, args.project), workflow=args.workflow)
+    if args.json:
+        _print_json(report)
+        return 0
+
+    def line(name: str, m: dict) -> str:
+        if not m["reviewed"]:
+            return f"{name}: nothing reviewed yet"
+        return (f"{name}: {m['accuracy']:.3f} ({m['low']:.3f}-{m['high']:.3f}) on "
+                f"{m['reviewed']} reviewed predictions")
+
+    print(line("overall", report["overall"]))
+    print(line("random audits", report["audit"]))
+    for row in report["per_class"]:
+        print(line(f"predicted {row['class']}", row))
+    return 0
+
+
+def cmd_label_issues(args: argparse.Namespace) -> int:
+    from review.label_issues import annotator_error_rates, label_issues, last_check
+
+    db = _open(args)
+    project = _project(db, args.project)
+    items = label_issues(db, project, limit=args.limit, seed=args.seed)
+    result: dict = {
+        "items": [{k: i[k] for k in ("id", "key", "given", "suggested", "score", "users")}
+                  for i in items],
+        "check": last_check(db, project),
+        "annotators": annotator_error_rates(db, project),
+    }
+    if args.route:
+        from review.workflows import find_workflow, run_workflow, save_workflow
+
+        if find_workflow(db, project, args.route) is None:
+            save_workflow(db, project, args.route, {"label_error": True}, source="labels")
+        result["opened"] = run_workflow(db, project, args.route)
+        result["workflow"] = args.route
+    if args.json:
+        _print_json(result)
+        return 0
+    for i in result["items"]:
+        print(f"{i['id']}\t{i['key']}\tgiven {','.join(i['given'])}\tsuggested "
+              f"{','.join(i['suggested'])}\tscore {i['score']:.3f}\tby {','.join(i['users'])}")
+    check = result["check"] or {}
+    print(f"{len(items)} suspected label errors among {check.get('checked', 0)} checked labels "
+          f"({check.get('method', '')})", file=sys.stderr)
+    if args.route:
+        print(f"opened {result['opened']} review tasks in workflow {args.route}")
     return 0
 
 
@@ -561,6 +756,122 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return subprocess.call(command, env=env)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from labeling.backup import backup_store
+
+    if bool(args.project) == bool(args.all):
+        raise GroundworkError("name one PROJECT to back up, or pass --all for the whole store")
+    db = _open(args)
+    report = backup_store(db, args.out, None if args.all else [args.project])
+    for path in report["missing"]:
+        print(f"missing from the store, not backed up: {path}", file=sys.stderr)
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"backed up {len(report['projects'])} project(s) "
+              f"({', '.join(p['name'] for p in report['projects']) or 'none'}), "
+              f"{report['media']} media files and {report['models']} models to {report['out']}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from labeling.backup import restore_store
+    from labeling.store import default_data_dir
+
+    report = restore_store(args.file, args.data_dir or default_data_dir(), force=args.force)
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"restored {len(report['projects'])} project(s) "
+              f"({', '.join(report['projects']) or 'none'}) to {report['restored_to']}")
+    return 0
+
+
+def _new_password(args: argparse.Namespace) -> str | None:
+    """--password, or a prompt (twice) on a terminal; never a silent empty password."""
+    if args.password is not None:
+        return args.password
+    if getattr(args, "sso_only", False):
+        return None
+    if not sys.stdin.isatty():
+        raise GroundworkError("give --password (or run this in a terminal to be asked for it, or "
+                              "--sso-only for a single-sign-on account)")
+    first = getpass.getpass(f"Password for {args.name}: ")
+    if getpass.getpass("Again: ") != first:
+        raise GroundworkError("the two passwords differ; nothing was changed")
+    return first
+
+
+def cmd_users(args: argparse.Namespace) -> int:
+    """Accounts, roles and assignments. The CLI is the local administrator's tool: whoever
+    has the store's files is admin, so these commands need no login."""
+    from labeling import users
+
+    db = _open(args)
+    command = args.users_command
+    if command == "list":
+        rows = users.list_users(db)
+        if args.json:
+            _print_json({"users": rows})
+            return 0
+        if not rows:
+            print("no accounts: the app has one local admin and no login")
+        for r in rows:
+            locked = f"\tlocked until {r['locked_until']}" if r["locked_until"] else ""
+            print(f"{r['name']}\t{r['role']}\t{','.join(r['projects']) or '-'}\t"
+                  f"{r['email'] or ''}{locked}")
+        return 0
+    if command == "add":
+        account = users.add_user(db, args.name, args.role, _new_password(args), email=args.email)
+        result = {"name": account.name, "role": account.role, "email": account.email}
+        message = f"added {account.name} ({account.role}); the app now asks everyone to log in"
+    elif command == "remove":
+        users.remove_user(db, args.name)
+        result, message = {"removed": args.name}, f"removed {args.name}"
+    elif command in ("assign", "unassign"):
+        changed = (users.assign if command == "assign" else users.unassign)(
+            db, args.name, args.project)
+        result = {"name": args.name, "project": args.project, "changed": changed}
+        message = (f"{args.name} {'now works on' if command == 'assign' else 'no longer works on'}"
+                   f" {args.project}" if changed else f"nothing to change for {args.name} and "
+                   f"{args.project}")
+    elif command == "role":
+        account = users.set_role(db, args.name, args.role)
+        result, message = {"name": account.name, "role": account.role}, \
+            f"{account.name} is now {account.role}"
+    elif command == "passwd":
+        users.set_password(db, args.name, _new_password(args))
+        result = {"name": args.name, "password": "changed"}
+        message = f"new password for {args.name}; their sessions were ended"
+    else:  # unlock
+        users.unlock_user(db, args.name)
+        result, message = {"name": args.name, "unlocked": True}, f"unlocked {args.name}"
+    if args.json:
+        _print_json(result)
+    else:
+        print(message)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from labeling.users import audit_events
+
+    db = _open(args)
+    project = _project(db, args.project) if args.project else None
+    events = audit_events(db, project=project, user=args.user,
+                          actions=args.action or None, since=args.since, limit=args.limit)
+    if args.json:
+        _print_json({"events": events})
+    else:
+        for e in events:
+            details = " ".join(f"{k}={v}" for k, v in e["details"].items())
+            print(f"{e['at']}\t{e['user']}\t{e['action']}\t{e['project'] or '-'}\t"
+                  f"{e['target'] or '-'}\t{details}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage mistakes are errors too: one line, not a usage dump."""
 
@@ -629,6 +940,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user", default=_default_user())
     p.add_argument("--no-refit", action="store_true",
                    help="do not start the background quick refit even when it is due")
+    p.add_argument("--submission-id",
+                   help="a unique id for this answer: sending it again records nothing new")
 
     p = add("train", cmd_train, "train a model from curated labels and score the pool")
     p.add_argument("project")
@@ -640,6 +953,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="Optuna storage URL (postgresql://...) that "
                    "`groundwork worker` processes share; default: a journal file in the store")
     p.add_argument("--study", help="name the study (so workers can be started alongside)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="also try soft voting over the best model of each top family; kept "
+                   "only if it wins on the holdout")
 
     p = add("data-report", cmd_data_report,
             "check the training data first: problem type, metric, blocking problems, warnings")
@@ -690,23 +1006,80 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="manifest", choices=["manifest", "csv", "jsonl"])
     p.add_argument("--out", required=True)
 
-    review = sub.add_parser("review", help="review tasks", parents=[common])
+    review = sub.add_parser("review", help="review workflows and tasks", parents=[common])
     review_sub = review.add_subparsers(dest="review_command", required=True, parser_class=_Parser)
-    p = review_sub.add_parser("open", help="open review tasks", parents=[common])
+
+    def conditions_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--below", type=float, help="open when confidence is below this")
+        p.add_argument("--above", type=float, help="open when confidence is above this")
+        p.add_argument("--class", dest="cls", help="limit --below/--above to a predicted class")
+        p.add_argument("--sample", type=float,
+                       help="also open a random share for audit (0.05 = 5%%; same items on "
+                       "every run)")
+        p.add_argument("--label-errors", action="store_true",
+                       help="suspected label errors in the project's own labels")
+
+    p = review_sub.add_parser("open", help="open review tasks from a workflow or inline "
+                              "conditions (default: --below 0.7)", parents=[common])
     p.set_defaults(func=cmd_review_open)
     p.add_argument("project")
-    p.add_argument("--below", type=float, default=0.7, help="confidence threshold")
+    p.add_argument("--workflow", help="a saved workflow (`groundwork review workflow`)")
+    conditions_flags(p)
     p.add_argument("--limit", type=int)
     p = review_sub.add_parser("next", help="list open review tasks", parents=[common])
     p.set_defaults(func=cmd_review_next)
     p.add_argument("project")
     p.add_argument("--n", type=int, default=10)
+    p.add_argument("--user", default=None, help="leave out tasks this reviewer answered")
+    p.add_argument("--workflow", help="only this workflow's tasks")
     p = review_sub.add_parser("answer", help="answer a review task", parents=[common])
     p.set_defaults(func=cmd_review_answer)
     p.add_argument("project")
     p.add_argument("task_id")
     p.add_argument("label")
     p.add_argument("--user", default=_default_user())
+    p = review_sub.add_parser("undo", help="take back a review answer", parents=[common])
+    p.set_defaults(func=cmd_review_undo)
+    p.add_argument("project")
+    p.add_argument("task_id")
+    p.add_argument("--user", default=None, help="whose answer (default: the latest)")
+    p = review_sub.add_parser("export", help="every human loop as JSON Lines", parents=[common])
+    p.set_defaults(func=cmd_review_export)
+    p.add_argument("project")
+    p.add_argument("--out", required=True)
+    p.add_argument("--workflow", help="only this workflow's loops")
+    p = review_sub.add_parser("workflow", help="create or change a review workflow",
+                              parents=[common])
+    p.set_defaults(func=cmd_review_workflow)
+    p.add_argument("project")
+    p.add_argument("name")
+    p.add_argument("--source", choices=["pool", "labels"],
+                   help="pool: the promoted model's predictions (default); labels: the "
+                   "project's own labels, for error checks")
+    conditions_flags(p)
+    p.add_argument("--conditions", help='conditions as JSON, e.g. \'{"any": [{"confidence_below":'
+                   ' 0.7}, {"sample": 0.05}]}\'')
+    p.add_argument("--reviewers", type=int, help="reviewers per task, 1-3 (default 1)")
+    p.add_argument("--expiry-hours", type=float, help="unanswered tasks expire after this")
+    p.add_argument("--instructions", help="what reviewers are told")
+    p.add_argument("--dry-run", action="store_true", help="preview only; save nothing")
+    p = review_sub.add_parser("workflows", help="list review workflows", parents=[common])
+    p.set_defaults(func=cmd_review_workflows)
+    p.add_argument("project")
+    p = review_sub.add_parser("accuracy", help="the model's accuracy on reviewed items, with "
+                              "Wilson intervals, per class", parents=[common])
+    p.set_defaults(func=cmd_review_accuracy)
+    p.add_argument("project")
+    p.add_argument("--workflow")
+
+    p = add("label-issues", cmd_label_issues,
+            "suspected label errors in the project's labels, most likely first")
+    p.add_argument("project")
+    p.add_argument("--limit", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--route", metavar="WORKFLOW",
+                   help="open review tasks for them in this workflow (created over the "
+                   "project's labels if missing)")
 
     p = add("autolabel", cmd_autolabel,
             "label the confident rest with the promoted model, at a certified accuracy")
@@ -749,6 +1122,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("demo", cmd_demo, "seed the demo project (digits rendered to PNG)")
 
+    p = add("backup", cmd_backup, "back up a project (or --all) with its media and models")
+    p.add_argument("project", nargs="?")
+    p.add_argument("--all", action="store_true", help="the whole store")
+    p.add_argument("--out", required=True, help="archive to write (.tar, or .tar.gz)")
+
+    p = add("restore", cmd_restore, "restore a backup into --data-dir (checks every hash)")
+    p.add_argument("file")
+    p.add_argument("--force", action="store_true",
+                   help="replace a store that already holds projects")
+
+    users = sub.add_parser("users", help="user accounts, roles and project assignments (the "
+                           "app asks for a login once one exists)", parents=[common])
+    users.set_defaults(func=cmd_users)
+    users_sub = users.add_subparsers(dest="users_command", required=True, parser_class=_Parser)
+    p = users_sub.add_parser("add", help="add an account", parents=[common])
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["admin", "annotator", "reviewer"])
+    p.add_argument("--password", help="default: asked for on a terminal")
+    p.add_argument("--email", help="matched against the single-sign-on email")
+    p.add_argument("--sso-only", action="store_true",
+                   help="no password: logs in by single sign-on only")
+    users_sub.add_parser("list", help="list accounts", parents=[common])
+    p = users_sub.add_parser("remove", help="remove an account (its answers stay)",
+                             parents=[common])
+    p.add_argument("name")
+    for name, help_text in (("assign", "let an account work on a project"),
+                            ("unassign", "take a project away from an account")):
+        p = users_sub.add_parser(name, help=help_text, parents=[common])
+        p.add_argument("name")
+        p.add_argument("project")
+    p = users_sub.add_parser("role", help="change an account's role", parents=[common])
+    p.add_argument("name")
+    p.add_argument("role", choices=["admin", "annotator", "reviewer"])
+    p = users_sub.add_parser("passwd", help="set a new password (unlocks, ends sessions)",
+                             parents=[common])
+    p.add_argument("name")
+    p.add_argument("--password", help="default: asked for on a terminal")
+    p = users_sub.add_parser("unlock", help="lift a lock-out after failed logins",
+                             parents=[common])
+    p.add_argument("name")
+
+    p = add("audit", cmd_audit, "the audit log: logins, account changes, exports, promotions")
+    p.add_argument("--project")
+    p.add_argument("--user")
+    p.add_argument("--action", action="append", help="only this kind of event (repeatable)")
+    p.add_argument("--since", help="ISO time, e.g. 2026-01-31 or 2026-01-31T12:00")
+    p.add_argument("--limit", type=int, default=100)
+
     p = add("serve", cmd_serve, "start the app")
     p.add_argument("--port", type=int, default=8501)
     p.add_argument("--address", default="127.0.0.1")
@@ -766,7 +1187,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except GroundworkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line even when a message quotes user data with line breaks in it.
+        print("error: " + " ".join(str(exc).splitlines()), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -4,6 +4,8 @@ Columns (a contract): `key, predicted_label, confidence, p_<class>` with one
 probability column per project class, in the project's class order. Keys are
 the same as an import of that file would give (row number, relative path or
 manifest value), so predictions can be joined back to the source.
+Keys and labels that a spreadsheet would run as a formula get a leading `'`
+(`labeling.export.neutralise`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sqlite_utils
 
 from automl.registry import load_model, promoted_model
 from labeling.errors import GroundworkError
+from labeling.export import neutralise
 from labeling.importers import read_prediction_input
 from labeling.projects import Project
 from labeling.queue import uncertainty_scores
@@ -74,7 +77,8 @@ def predict_file(
             writer.writerow(["key", "predicted_label", "confidence",
                              *[f"p_{c}" for c in model.classes]])
             for key, label, conf, probs in zip(keys, predicted, confidence, proba, strict=True):
-                writer.writerow([key, label, f"{conf:.6f}", *[f"{p:.6f}" for p in probs]])
+                writer.writerow([neutralise(key), neutralise(label), f"{conf:.6f}",
+                                 *[f"{p:.6f}" for p in probs]])
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -147,6 +147,8 @@ def promote(db: sqlite_utils.Database, project: Project, version: int, *,
                    "status = 'promoted' AND id != ?", [project.id, row["id"]])
         db.execute("UPDATE model_versions SET status = 'promoted', promoted_at = ?, "
                    "promoted_by = ? WHERE id = ?", [utcnow(), user, row["id"]])
+        from labeling.users import record_event  # who promoted, and when (audit log)
+        record_event(db, user, "promote", project, f"v{row['version']}")
     score_pool(db, project, row["id"], model)
     row["status"] = "promoted"
     return row

@@ -283,6 +283,140 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_submission_ids(db: sqlite_utils.Database) -> None:
+    """Idempotent submit: a client-chosen id per answer, unique within a project.
+
+    A double-clicked or re-sent answer carries the same id and is recorded
+    once (`record_annotation(..., submission_id=...)` returns the first one).
+    Statement by statement (not `executescript`, which commits first), so the
+    column and its index land in the migration's one transaction.
+    """
+    db.execute("ALTER TABLE annotations ADD COLUMN submission_id TEXT")
+    db.execute("CREATE UNIQUE INDEX annotations_submission ON annotations(project_id, "
+               "submission_id) WHERE submission_id IS NOT NULL")
+
+
+def _migration_review_workflows(db: sqlite_utils.Database) -> None:
+    """Review workflows (A2I's flow definitions), human loops with their why, label checks.
+
+    A workflow names what it watches (`pool`: the promoted model's predictions
+    on unlabeled items; `labels`: the project's own labels, for error checks;
+    `batch` is reserved for batch-prediction files), its activation
+    conditions (JSON), reviewers per task and expiry. Each task keeps the
+    prediction and probabilities it was opened with and the conditions that
+    fired; `review_answers` holds every reviewer's answer to it, consolidated
+    into one `review` annotation when the last wanted reviewer answers.
+    `label_checks` keeps the latest out-of-fold scan of a project's labels.
+    Statement by statement, so everything lands in the migration's transaction.
+    """
+    for sql in (
+        """CREATE TABLE review_workflows (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            name TEXT NOT NULL,
+            source TEXT NOT NULL DEFAULT 'pool' CHECK (source IN ('pool', 'labels', 'batch')),
+            conditions TEXT NOT NULL,
+            reviewers INTEGER NOT NULL DEFAULT 1 CHECK (reviewers BETWEEN 1 AND 3),
+            expiry_hours REAL,
+            instructions TEXT NOT NULL DEFAULT '',
+            active INTEGER NOT NULL DEFAULT 0,
+            last_model_version_id INTEGER,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            UNIQUE (project_id, name)
+        )""",
+        "ALTER TABLE review_tasks ADD COLUMN workflow_id INTEGER "
+        "REFERENCES review_workflows(id) ON DELETE SET NULL",
+        "ALTER TABLE review_tasks ADD COLUMN source TEXT NOT NULL DEFAULT 'pool'",
+        "ALTER TABLE review_tasks ADD COLUMN probabilities TEXT",
+        "ALTER TABLE review_tasks ADD COLUMN fired TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE review_tasks ADD COLUMN reviewers INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE review_tasks ADD COLUMN expires_at TEXT",
+        "ALTER TABLE review_tasks ADD COLUMN given TEXT",
+        "ALTER TABLE review_tasks ADD COLUMN given_by TEXT",
+        "ALTER TABLE review_tasks ADD COLUMN issue_score REAL",
+        "CREATE INDEX review_tasks_item ON review_tasks(item_id, status)",
+        "CREATE INDEX review_tasks_workflow ON review_tasks(workflow_id, status)",
+        """CREATE TABLE review_answers (
+            id INTEGER PRIMARY KEY,
+            task_id INTEGER NOT NULL REFERENCES review_tasks(id) ON DELETE CASCADE,
+            user TEXT NOT NULL,
+            labels TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            duration_ms INTEGER,
+            retracted_at TEXT
+        )""",
+        "CREATE INDEX review_answers_task ON review_answers(task_id, user)",
+        """CREATE TABLE label_checks (
+            item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            given TEXT NOT NULL,
+            suggested TEXT NOT NULL,
+            probabilities TEXT NOT NULL,
+            quality REAL NOT NULL,
+            issue INTEGER NOT NULL,
+            rank INTEGER,
+            checked_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX label_checks_project ON label_checks(project_id, issue, rank)",
+    ):
+        db.execute(sql)
+
+
+def _migration_users(db: sqlite_utils.Database) -> None:
+    """Users and roles (`labeling.users`): accounts, project assignments, login sessions, audit.
+
+    Sessions keep only the SHA-256 of the browser's token. The audit log keeps
+    the project's name beside its id so an event stays readable after the
+    project is gone. Statement by statement, in the migration's transaction.
+    """
+    for sql in (
+        """CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            role TEXT NOT NULL CHECK (role IN ('admin', 'annotator', 'reviewer')),
+            email TEXT COLLATE NOCASE,
+            password_hash TEXT,
+            failed_logins INTEGER NOT NULL DEFAULT 0,
+            locked_until TEXT,
+            created_at TEXT NOT NULL,
+            last_login_at TEXT
+        )""",
+        "CREATE UNIQUE INDEX users_email ON users(email) WHERE email IS NOT NULL",
+        """CREATE TABLE user_projects (
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            assigned_at TEXT NOT NULL,
+            assigned_by TEXT,
+            PRIMARY KEY (user_id, project_id)
+        )""",
+        "CREATE INDEX user_projects_project ON user_projects(project_id)",
+        """CREATE TABLE sessions (
+            token_hash TEXT PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            method TEXT NOT NULL DEFAULT 'password',
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            revoked_at TEXT
+        )""",
+        "CREATE INDEX sessions_user ON sessions(user_id)",
+        """CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            user TEXT NOT NULL,
+            action TEXT NOT NULL,
+            project_id INTEGER,
+            project TEXT,
+            target TEXT,
+            details TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX audit_log_at ON audit_log(at)",
+        "CREATE INDEX audit_log_project ON audit_log(project_id, at)",
+        "CREATE INDEX audit_log_user ON audit_log(user, at)",
+    ):
+        db.execute(sql)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
@@ -290,6 +424,9 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_4,
     _migration_5,
     _migration_6,
+    _migration_submission_ids,
+    _migration_review_workflows,
+    _migration_users,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -339,6 +476,9 @@ def connect(
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA foreign_keys=ON")
     db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    # 32 MB of page cache (SQLite's default is 2 MB): the queue's next item skips the
+    # items answered since the last refit, whose rows then stay cached from call to call.
+    db.execute("PRAGMA cache_size=-32768")
     migrate(db, migrate_to)
     db.data_dir = root  # type: ignore[attr-defined]
     return db

@@ -9,7 +9,7 @@ from automl.refit import learning_curve, start_refit
 from automl.savings import compare_with_random, default_oracle, last_comparison
 from automl.simulate import stop_hint
 from labeling.errors import GroundworkError
-from labeling.pages.common import current_project, get_db
+from labeling.pages.common import current_account, current_project, get_db, require
 from labeling.projects import set_refit_every, set_strategy
 from labeling.strategies import STRATEGIES
 
@@ -26,9 +26,11 @@ with st.expander("Active learning settings", expanded=False):
     every = st.number_input("Refit the quick model every N new labels (0: off)", min_value=0,
                             max_value=100_000, value=project.refit_every, key="refit-every")
     if strategy != project.strategy or int(every) != project.refit_every:
+        require(current_account(db), "settings", project)  # roles (issue 6)
         project = set_refit_every(db, set_strategy(db, project, strategy), int(every))
         st.rerun()
     if st.button("Refit now", key="refit-now"):
+        require(current_account(db), "settings", project)  # roles (issue 6)
         job_id = start_refit(db, project)
         st.caption(f"Refit job {job_id} started in the background.")
 
@@ -72,6 +74,7 @@ with st.form("compare"):
     run = st.form_submit_button(f"Compare {compared} with random", type="primary")
 if run:
     try:
+        require(current_account(db), "train", project)  # roles (issue 6)
         with st.spinner("Replaying both strategies..."):
             saved = compare_with_random(db, project, budget=int(budget), batch=int(batch),
                                         seed=int(seed))

@@ -20,7 +20,7 @@ from automl.views import (
     optimisation_history,
 )
 from labeling.errors import GroundworkError
-from labeling.pages.common import current_project, current_user, get_db
+from labeling.pages.common import current_account, current_project, current_user, get_db, require
 
 db = get_db()
 project = current_project(db)
@@ -76,11 +76,17 @@ include_auto = st.checkbox(
     help="Off by default: machine labels can reinforce the model's own mistakes. "
     "They are never used to measure a model.",
 )
+ensemble = st.checkbox(
+    "Try an ensemble of the best model families", value=False, key="ensemble",
+    help="Soft voting over the best trial of each of the top three families, kept only if it "
+    "beats the best single model on the holdout.")
 data_report_panel(include_auto)
 label = "Retrain from corrected labels" if models else "Train model"
 if st.button(label, key="train", type="primary"):
     try:
-        start_training(db, project, budget=float(budget), include_auto=include_auto)
+        require(current_account(db), "train", project)  # roles (issue 6)
+        start_training(db, project, budget=float(budget), include_auto=include_auto,
+                       ensemble=ensemble)
     except GroundworkError as exc:
         st.error(str(exc))
 
@@ -112,6 +118,7 @@ def job_status() -> None:
             f"{max(total - elapsed, 0):.0f} s left",
         )
         if st.button("Cancel training", key="cancel"):
+            require(current_account(db), "train", project)  # roles (issue 6)
             cancel_job(db, job["id"])
         if progress.get("study"):
             board = leaderboard_frame(study_trials(db, project, progress["study"]))
@@ -167,6 +174,7 @@ with st.container(horizontal=True, vertical_alignment="bottom"):
     chosen = st.selectbox("Version", versions, index=default, format_func=lambda v: f"v{v}")
     if st.button("Promote this version", key="promote"):
         try:
+            require(current_account(db), "promote", project)  # roles (issue 6)
             promote(db, project, int(chosen), user=current_user())
             st.rerun()
         except GroundworkError as exc:
@@ -174,6 +182,7 @@ with st.container(horizontal=True, vertical_alignment="bottom"):
     if st.button("Roll back", key="rollback",
                  help="Promote again the version that was promoted before the current one"):
         try:
+            require(current_account(db), "promote", project)  # roles (issue 6)
             back = rollback(db, project, user=current_user())
             st.session_state["train-message"] = f"Rolled back to v{back['version']}."
             st.rerun()
@@ -307,6 +316,7 @@ with compare_tab:
                              key="compare-with")
         if st.button("Compare on today's holdout", key="compare"):
             try:
+                require(current_account(db), "train", project)  # roles (issue 6)
                 result = compare_versions(db, project, int(chosen), int(other))
                 st.dataframe(pd.DataFrame([
                     {"version": f"v{v['version']}", "model": v["estimator"],

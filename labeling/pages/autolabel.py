@@ -12,7 +12,7 @@ from labeling.autolabel import (
     run_autolabel,
 )
 from labeling.errors import GroundworkError
-from labeling.pages.common import current_project, get_db
+from labeling.pages.common import current_account, current_project, get_db, require
 
 db = get_db()
 project = current_project(db)
@@ -69,6 +69,7 @@ existing = auto_label_count(db, project)
 with st.container(horizontal=True):
     if st.button(f"Auto-label {plan['would_label']} items", key="autolabel-run", type="primary",
                  disabled=plan["threshold"] is None):
+        require(current_account(db), "autolabel", project)  # roles (issue 6)
         result = run_autolabel(db, project, float(target), float(confidence))
         st.session_state["autolabel-message"] = (
             f"Labeled {result['auto_labeled']} items by machine"
@@ -78,6 +79,7 @@ with st.container(horizontal=True):
         st.rerun()
     if st.button(f"Revert all {existing} machine labels", key="autolabel-revert",
                  disabled=existing == 0):
+        require(current_account(db), "autolabel", project)  # roles (issue 6)
         st.session_state["autolabel-message"] = (
             f"Reverted {revert_auto_labels(db, project)} machine labels"
         )

@@ -22,9 +22,23 @@ from labeling.autolabel import auto_label_count
 from labeling.consolidation import agreement
 from labeling.hooks import answers_saved
 from labeling.items import get_item
-from labeling.pages.common import current_project, current_user, get_db, shortcut_for, show_item
-from labeling.projects import Project, project_counts, set_annotations_per_item
-from labeling.queue import next_items, prediction_for, promoted_model_id, queue_suggestion
+from labeling.pages.common import (
+    current_account,
+    current_project,
+    current_user,
+    get_db,
+    require,
+    shortcut_for,
+    show_item,
+)
+from labeling.projects import Project, set_annotations_per_item
+from labeling.queue import (
+    labeling_progress,
+    next_items,
+    prediction_for,
+    promoted_model_id,
+    queue_suggestion,
+)
 
 db = get_db()
 project = current_project(db)
@@ -42,6 +56,7 @@ def _instructions(project: Project) -> None:
     """
     from labeling.examples import class_examples, example_rows, literal_markdown, snippet
     from labeling.items import media_file
+    from labeling.media import display_image
 
     examples = class_examples(db, project)
     if not project.instructions and not any(examples.values()):
@@ -65,7 +80,7 @@ def _instructions(project: Project) -> None:
                         for example in chosen:
                             path = media_file(db, example.item)
                             if path.exists():
-                                st.image(str(path), width=96,
+                                st.image(display_image(path), width=96,
                                          alt=f"example of {label}: {example.item.key}")
                 elif project.modality == "text":
                     for example in chosen:
@@ -96,6 +111,7 @@ def _answer(project: Project, labels: list[str]) -> None:
     if item_id is None or not labels:
         return
     duration = int((time.monotonic() - (state["shown_at"] or time.monotonic())) * 1000)
+    require(current_account(db), "label", project)  # roles (issue 6)
     annotation_id = record_annotation(
         db, project, item_id, labels, user=current_user(), source="human", duration_ms=duration
     )
@@ -109,6 +125,7 @@ def _change(project: Project, labels: list[str]) -> None:
     """A new answer to an item from the history replaces the old one (which stays on record)."""
     state = _state(project)
     old_id, item_id = state["history"][state["cursor"]]
+    require(current_account(db), "label", project)  # roles (issue 6)
     new_id = record_annotation(db, project, item_id, labels, user=current_user(),
                                source="human", duration_ms=None)
     retract_annotation(db, project, old_id)
@@ -156,6 +173,7 @@ def _undo(project: Project) -> None:
     if not state["history"]:
         state["message"] = "Nothing to undo"
         return
+    require(current_account(db), "label", project)  # roles (issue 6)
     annotation_id, item_id = state["history"].pop()
     state["cursor"] = None
     retract_annotation(db, project, annotation_id)
@@ -233,7 +251,7 @@ def _show_history(project: Project, state: dict) -> None:
 @st.fragment
 def labeling_loop() -> None:
     state = _state(project)
-    counts = project_counts(db, project)
+    counts = labeling_progress(db, project)
     st.progress(
         counts["labeled"] / counts["items"] if counts["items"] else 0.0,
         text=f"{counts['labeled']} of {counts['items']} items labeled",
@@ -291,6 +309,7 @@ with st.expander("Annotators: answers per item and agreement"):
                              help="Each item goes to this many different people; their "
                              "answers are consolidated (Dawid-Skene, majority as fallback).")
     if int(wanted) != project.annotations_per_item:
+        require(current_account(db), "settings", project)  # roles (issue 6)
         set_annotations_per_item(db, project, int(wanted))
         st.rerun()
     report = agreement(db, project)

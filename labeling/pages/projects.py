@@ -10,7 +10,7 @@ import streamlit as st
 
 from labeling.errors import GroundworkError
 from labeling.importers import import_source
-from labeling.pages.common import get_db
+from labeling.pages.common import current_account, get_db, require
 from labeling.projects import list_projects, project_counts
 
 db = get_db()
@@ -83,6 +83,7 @@ if submitted:
                     f.rename(folder / f.name)
                 source = folder
             try:
+                require(current_account(db), "import")  # roles (issue 6)
                 report = import_source(
                     db,
                     name,
