@@ -64,7 +64,8 @@ def _run_and_kill(data_dir: Path, round_: int, rng: random.Random) -> list[tuple
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    assert first.wait(60), proc.stderr.read() if proc.poll() is not None else "no answer"
+    assert first.wait(60), (f"writer exited {proc.returncode}: {proc.stderr.read()!r}"
+                            if proc.poll() is not None else "no answer within 60 s")
     time.sleep(rng.uniform(0.05, 0.6))  # somewhere in the middle of writing
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(30)
@@ -78,9 +79,11 @@ def test_acknowledged_answers_survive_sigkill(tmp_path):
     db = connect(data_dir)
     project = create_project(db, "mail", "text", classes=["ham", "spam"])
     set_refit_every(db, project, 0)
+    # Enough items that five rounds never empty the queue: a writer on a quiet
+    # machine records a few thousand answers a second.
     with db.atomic():
         add_items(db, project, [{"key": str(i), "content": f"message {i}", "sha256": str(i)}
-                                for i in range(5_000)])
+                                for i in range(40_000)])
     db.conn.close()
 
     rng = random.Random(6)
