@@ -16,7 +16,8 @@ from automl.coldstart import seed_new_projects
 from automl.refit import maybe_refit
 from labeling.demo import seed_demo
 from labeling.hooks import on_answers_saved
-from labeling.pages.common import current_account, get_db, sidebar_frame
+from labeling.pages.common import current_account, get_db, sidebar_frame, sweep_orphaned_media_once
+from labeling.store import data_dir_of
 from labeling.users import may
 
 st.set_page_config(page_title="Groundwork", page_icon=":material/label:", layout="wide")
@@ -35,6 +36,7 @@ PAGES = [
 ]
 
 db = get_db()
+sweep_orphaned_media_once(str(data_dir_of(db)))
 account = current_account(db)
 if account is None:  # accounts exist and nobody is logged in: the login page is all there is
     # at every page's address, so a bookmark or a reload logs in and lands on its page.

@@ -167,7 +167,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         from automl.jobs import start_training
 
         job_id = start_training(db, project, budget=args.budget,
-                                include_auto=args.include_auto, ensemble=args.ensemble)
+                                include_auto=args.include_auto, ensemble=args.ensemble,
+                                metric=args.metric)
         if args.json:
             _print_json({"job": job_id})
         else:
@@ -187,7 +188,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_project(db, project, budget=args.budget, seed=args.seed, progress=progress,
                            include_auto=args.include_auto, storage_url=args.storage,
                            study_name=args.study, on_study=announce,
-                           ensemble=args.ensemble)
+                           ensemble=args.ensemble, metric=args.metric)
     if args.json:
         _print_json(result)
     else:
@@ -206,11 +207,13 @@ def cmd_data_report(args: argparse.Namespace) -> int:
     from automl.training import training_report
 
     db = _open(args)
-    report = training_report(db, _project(db, args.project), include_auto=args.include_auto)
+    report = training_report(db, _project(db, args.project), include_auto=args.include_auto,
+                             metric=args.metric)
     if args.json:
         _print_json(report)
     else:
-        print(f"{report['n']} labels, {report['problem_type']}, metric {report['metric']}")
+        print(f"{report['n']} labels, {report['problem_type']}, metric {report['metric']} "
+              f"(choices: {', '.join(report['metrics'])})")
         for finding in report["findings"]:
             print(f"{finding['level']:<8} {finding['check']}: {finding['message']}")
     return 1 if report["blocking"] else 0
@@ -774,6 +777,21 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_media_sweep(args: argparse.Namespace) -> int:
+    from labeling.media import sweep_media
+    from labeling.store import data_dir_of
+
+    db = _open(args)
+    report = sweep_media(db, data_dir_of(db), min_age_seconds=args.min_age_minutes * 60,
+                         dry_run=args.dry_run)
+    if args.json:
+        _print_json(report)
+    else:
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"{verb} {report['files']} orphaned media files ({report['bytes']} bytes)")
+    return 0
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     from labeling.backup import restore_store
     from labeling.store import default_data_dir
@@ -956,11 +974,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ensemble", action="store_true",
                    help="also try soft voting over the best model of each top family; kept "
                    "only if it wins on the holdout")
+    p.add_argument("--metric", help="objective metric, a scikit-learn scorer name that fits "
+                   "the problem type (see `groundwork data-report`: metrics); remembered for "
+                   "the project's next runs. Default: balanced_accuracy for classification")
 
     p = add("data-report", cmd_data_report,
             "check the training data first: problem type, metric, blocking problems, warnings")
     p.add_argument("project")
     p.add_argument("--include-auto", action="store_true", help="as `train --include-auto`")
+    p.add_argument("--metric", help="check this objective metric against the problem type")
 
     p = add("worker", cmd_worker, "join a training run's study and run trials until its deadline")
     p.add_argument("project")
@@ -1126,6 +1148,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", nargs="?")
     p.add_argument("--all", action="store_true", help="the whole store")
     p.add_argument("--out", required=True, help="archive to write (.tar, or .tar.gz)")
+
+    p = add("media-sweep", cmd_media_sweep, "remove media files no item uses (left by an "
+            "import that was killed mid-way)")
+    p.add_argument("--min-age-minutes", type=float, default=60.0,
+                   help="only files untouched this long (an import running now keeps its "
+                   "files); default 60")
+    p.add_argument("--dry-run", action="store_true", help="list them, remove nothing")
 
     p = add("restore", cmd_restore, "restore a backup into --data-dir (checks every hash)")
     p.add_argument("file")

@@ -60,9 +60,10 @@ def start_training(
     seed: int = 0,
     include_auto: bool = False,
     ensemble: bool = False,
+    metric: str | None = None,
 ) -> int:
     """Queue a training run and start its process; refuse what would fail anyway, now."""
-    validate_training(db, project, include_auto=include_auto)
+    validate_training(db, project, include_auto=include_auto, metric=metric)
     reap_stale_jobs(db)
     running = db.execute(
         "SELECT id FROM jobs WHERE project_id = ? AND kind = 'train' AND status IN "
@@ -79,7 +80,7 @@ def start_training(
             "status": "queued",
             "params": json.dumps({"budget": float(budget), "seed": int(seed),
                                   "include_auto": bool(include_auto),
-                                  "ensemble": bool(ensemble)}),
+                                  "ensemble": bool(ensemble), "metric": metric or None}),
             "progress": json.dumps({"trials": 0, "best": None, "elapsed": 0.0,
                                     "budget": float(budget)}),
             "created_at": utcnow(),
@@ -183,6 +184,7 @@ def run_job(data_dir: str | Path, job_id: int) -> str:
                              seed=int(params.get("seed", 0)), job_id=job_id,
                              include_auto=bool(params.get("include_auto", False)),
                              ensemble=bool(params.get("ensemble", False)),
+                             metric=params.get("metric") or None,
                              progress=progress, should_stop=should_stop)
 
     try:

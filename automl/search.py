@@ -32,6 +32,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -47,7 +48,6 @@ from sklearn.ensemble import (
     RandomForestClassifier,
 )
 from sklearn.linear_model import LogisticRegression, SGDClassifier
-from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import ComplementNB
@@ -56,9 +56,10 @@ from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
 from automl.features import is_sparse_modality
+from automl.metrics import DEFAULT as METRIC
+from automl.metrics import metric_value, needs_probabilities
 from labeling.errors import GroundworkError
 
-METRIC = "balanced_accuracy"
 DEFAULT_TRIAL = {"model": "logistic_regression", "lr_C": 1.0, "lr_balanced": True}
 LEADERBOARD_LIMIT = 1000
 SMALL_DATA = 1000  # under this many training labels, 5 CV folds instead of 3
@@ -348,16 +349,13 @@ def suggest(trial: optuna.Trial, choices: list[str]) -> dict:
     return params
 
 
-def score(y_true, y_pred, multi_label: bool) -> float:
-    """Balanced accuracy; for multi-label, its mean over the labels that vary in y_true."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if not multi_label:
-            return float(balanced_accuracy_score(y_true, y_pred))
-        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-        scores = [balanced_accuracy_score(y_true[:, j], y_pred[:, j])
-                  for j in range(y_true.shape[1]) if len(np.unique(y_true[:, j])) > 1]
-        return float(np.mean(scores)) if scores else float((y_true == y_pred).mean())
+def score(y_true, y_pred, multi_label: bool, metric: str = METRIC, *,
+          proba: np.ndarray | None = None, classes=None) -> float:
+    """`metric` (balanced accuracy by default; multi-label: its mean over the labels that vary).
+
+    See `automl.metrics.metric_value`: probability metrics read `proba`.
+    """
+    return metric_value(metric, y_true, y_pred, proba, multi_label=multi_label, classes=classes)
 
 
 def cv_splits(y, multi_label: bool, seed: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -385,31 +383,36 @@ THRESHOLD_GRID = 1.0 / (1.0 + np.exp(-np.linspace(-4.5, 4.5, 37)))  # logit step
 PRIOR_POWERS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _fold_scores(y, pred, splits) -> list[float]:
-    return [float(balanced_accuracy_score(y[va], pred[va])) for _, va in splits]
+def _fold_scores(y, pred, splits, metric: str = METRIC) -> list[float]:
+    return [metric_value(metric, y[va], pred[va]) for _, va in splits]
 
 
-def tune_decision(y: np.ndarray, proba: np.ndarray, splits, n_classes: int) -> dict:
-    """The decision rule that maximises mean-fold balanced accuracy on out-of-fold probabilities.
+def tune_decision(y: np.ndarray, proba: np.ndarray, splits, n_classes: int,
+                  metric: str = METRIC) -> dict:
+    """The decision rule that maximises the mean-fold metric on out-of-fold probabilities.
 
     `y` holds encoded classes 0..k-1 and `proba` one column per class. Binary:
     a threshold on the positive class from a logit grid, chosen on the curve
     smoothed over neighbouring thresholds (robust to a lucky row), kept only
     if it beats the arg-max. Multiclass: probabilities divided by the class
     shares to a power in 0..1. Returns {"weights": list or None, "threshold":
-    float or None, "fold_scores": [...]} for the chosen rule.
+    float or None, "fold_scores": [...]} for the chosen rule. A probability
+    metric (ROC AUC, log loss) does not depend on a decision: no rule is tuned.
     """
+    if needs_probabilities(metric):
+        return {"weights": None, "threshold": None,
+                "fold_scores": [metric_value(metric, y[va], proba=proba[va]) for _, va in splits]}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        plain = _fold_scores(y, proba.argmax(axis=1), splits)
+        plain = _fold_scores(y, proba.argmax(axis=1), splits, metric)
         best = {"weights": None, "threshold": None, "fold_scores": plain}
         if n_classes == 2:
-            curve = np.array([np.mean(_fold_scores(y, (proba[:, 1] > t).astype(int), splits))
-                              for t in THRESHOLD_GRID])
+            curve = np.array([np.mean(_fold_scores(y, (proba[:, 1] > t).astype(int), splits,
+                                                   metric)) for t in THRESHOLD_GRID])
             smooth = np.convolve(np.pad(curve, 1, mode="edge"), np.ones(3) / 3, mode="valid")
             i = int(np.argmax(smooth))
             t = float(THRESHOLD_GRID[i])
-            scores = _fold_scores(y, (proba[:, 1] > t).astype(int), splits)
+            scores = _fold_scores(y, (proba[:, 1] > t).astype(int), splits, metric)
             if np.mean(scores) > np.mean(plain) + 1e-9:
                 best = {"weights": [t, 1.0 - t], "threshold": round(t, 4), "fold_scores": scores}
             return best
@@ -417,7 +420,7 @@ def tune_decision(y: np.ndarray, proba: np.ndarray, splits, n_classes: int) -> d
         shares = np.where(shares > 0, shares, 1.0)
         for power in PRIOR_POWERS[1:]:
             w = shares ** -power
-            scores = _fold_scores(y, reweight(proba, w).argmax(axis=1), splits)
+            scores = _fold_scores(y, reweight(proba, w).argmax(axis=1), splits, metric)
             if np.mean(scores) > np.mean(best["fold_scores"]) + 1e-9:
                 best = {"weights": (w / w.sum()).tolist(), "threshold": None,
                         "fold_scores": scores}
@@ -441,6 +444,11 @@ def final_params(trial: optuna.trial.FrozenTrial) -> dict:
     return params
 
 
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 def _proba_columns(model, proba: np.ndarray, n_classes: int) -> np.ndarray:
     """A fold model's probabilities with one column per encoded class (absent classes: 0)."""
     out = np.zeros((proba.shape[0], n_classes))
@@ -460,6 +468,7 @@ class SearchProblem:
     seed: int = 0
     worker: str = "main"
     splits: list = field(default_factory=list)
+    metric: str = METRIC  # a name from automl.data_report.METRICS for the problem type
 
     def __post_init__(self) -> None:
         if not self.splits:
@@ -481,12 +490,13 @@ class SearchProblem:
 
     def objective(self, deadline: float,
                   refit_factor: float = 0.0) -> Callable[[optuna.Trial], float]:
-        """Cross-validated balanced accuracy, fold by fold, never starting a fold it cannot end.
+        """The cross-validated metric, fold by fold, never starting a fold it cannot end.
 
         With `refit_factor`, a fold must also leave time for the final refit
         of the best trial so far (its fold time times the factor).
         """
         k = self._tunable()
+        by_proba = needs_probabilities(self.metric)
 
         def run(trial: optuna.Trial) -> float:
             params = suggest(trial, self.choices)
@@ -513,32 +523,42 @@ class SearchProblem:
                 with warnings.catch_warnings(), threadpool_limits(1):
                     warnings.simplefilter("ignore")
                     model = self.make(params).fit(self.F_train[tr], self.y_train[tr])
+                    proba = plain = None
                     if k:
                         proba = _proba_columns(model, model.predict_proba(self.F_train[va]), k)
                         oof[va] = proba
                         plain = proba.argmax(axis=1)
                         shifted = reweight(proba, prior_weights(self.y_train[tr], k)).argmax(1)
+                    elif by_proba:
+                        proba = np.asarray(model.predict_proba(self.F_train[va]))
                     else:
                         plain = model.predict(self.F_train[va])
                 fold_times.append(time.time() - started)
                 y_va = self.y_train[va]
-                fold_score = score(y_va, plain, self.multi_label)
-                if k:  # report what a decision rule can reach, so the pruner is fair to it
-                    fold_score = max(fold_score, score(y_va, shifted, False))
+                fold_score = score(y_va, plain, self.multi_label, self.metric, proba=proba)
+                if k and not by_proba:  # what a decision rule can reach: the pruner is fair
+                    fold_score = max(fold_score, score(y_va, shifted, False, self.metric))
                 fold_scores.append(fold_score)
-                trial.report(float(np.mean(fold_scores)), fold)
+                # A fold with one class has no ROC AUC: it is left out of the mean.
+                trial.report(_mean(fold_scores), fold)
                 if trial.should_prune():
                     trial.set_user_attr("pruned_reason", "below the median of earlier trials")
                     raise optuna.TrialPruned()
             if k:
-                decision = tune_decision(self.y_train, oof, self.splits, k)
+                decision = tune_decision(self.y_train, oof, self.splits, k, self.metric)
                 fold_scores = decision.pop("fold_scores")
                 if decision["weights"]:
                     trial.set_user_attr("decision", decision)
-            trial.set_user_attr("cv_std", float(np.std(fold_scores)))
+            trial.set_user_attr("cv_std", float(np.nanstd(fold_scores)) if
+                                not np.all(np.isnan(fold_scores)) else None)
             trial.set_user_attr("fit_seconds", round(time.time() - t0, 3))
             trial.set_user_attr("fold_seconds", round(float(np.mean(fold_times)), 3))
-            return float(np.mean(fold_scores))
+            trial.set_user_attr("metric", self.metric)
+            value = _mean(fold_scores)
+            if not math.isfinite(value):
+                raise ValueError(f"{self.metric} is undefined on every fold of these labels "
+                                 "(one class per fold): choose another metric")
+            return value
 
         return run
 
@@ -634,7 +654,8 @@ def load_study(storage, name: str, seed: int = 0) -> optuna.Study:
 
 
 def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    """The finished trials, read without copies: called after every trial, by every worker."""
+    return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
 def run_search(

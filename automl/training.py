@@ -29,13 +29,20 @@ from sklearn.metrics import classification_report, confusion_matrix
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import LabelEncoder, MultiLabelBinarizer
 
-from automl.data_report import data_report, raise_if_blocking
+from automl.data_report import (
+    choose_metric,
+    data_report,
+    metrics_for,
+    problem_type,
+    raise_if_blocking,
+)
 from automl.ensemble import candidates as ensemble_candidates
 from automl.ensemble import describe as describe_ensemble
 from automl.ensemble import refit_seconds as ensemble_refit_seconds
 from automl.ensemble import voting
 from automl.explain import explain
 from automl.features import make_features
+from automl.metrics import label as metric_label
 from automl.model import TrainedModel
 from automl.registry import load_model, promoted_model, save_artifact, score_pool
 from automl.search import (
@@ -60,7 +67,7 @@ from labeling.items import get_items
 from labeling.projects import Project
 from labeling.queue import store_predictions
 from labeling.splits import HOLDOUT_SOURCES, in_holdout
-from labeling.store import data_dir_of, utcnow
+from labeling.store import data_dir_of, get_setting, set_setting, utcnow
 
 MIN_HOLDOUT_SOURCE_LABELS = 10  # below this, every label is needed for training
 
@@ -145,19 +152,20 @@ def _check_classes(project: Project, answers: list[list[str]]) -> None:
 
 
 def validate_training(
-    db: sqlite_utils.Database, project: Project, *, include_auto: bool = False
+    db: sqlite_utils.Database, project: Project, *, include_auto: bool = False,
+    metric: str | None = None,
 ) -> None:
     """The checks a training run starts with, run before a job is started so it fails now.
 
     The data report reads every labeled item's input (a second or two on tens of
     thousands of items), which is what catches an unreadable image up front.
     """
-    raise_if_blocking(training_report(db, project, include_auto=include_auto))
+    raise_if_blocking(training_report(db, project, include_auto=include_auto, metric=metric))
 
 
 def training_report(
     db: sqlite_utils.Database, project: Project, *, include_auto: bool = False,
-    data: TrainingSet | None = None,
+    data: TrainingSet | None = None, metric: str | None = None,
 ) -> dict:
     """The data report on exactly what a run would train on: problem type, metric, findings.
 
@@ -167,7 +175,8 @@ def training_report(
     data = data or training_set(db, project, include_auto=include_auto)
     _check_classes(project, data.labels)
     report = data_report(project.modality, data.X, data.labels, project.multi_label,
-                         project.classes, item_ids=data.item_ids)
+                         project.classes, item_ids=data.item_ids,
+                         metric=metric or project_metric(db, project, data.labels))
     report["training_set_hash"] = data.snapshot_hash
     return report
 
@@ -191,8 +200,41 @@ def _targets(project: Project, data: TrainingSet):
     return y_train, y_hold, [str(c) for c in encoder.classes_]
 
 
+def _metric_key(project: Project) -> str:
+    return f"project:{project.id}:metric"
+
+
+def project_metric(db: sqlite_utils.Database, project: Project,
+                   labels: list | None = None) -> str | None:
+    """The objective metric the project's user chose last, if it still fits the problem.
+
+    Kept per project so "retrain from corrected labels" optimises what the
+    user asked for; a choice that no longer fits (the labels turned a binary
+    problem into a multiclass one) falls back to the problem type's default.
+    """
+    chosen = get_setting(db, _metric_key(project))
+    if not chosen or labels is None:
+        return chosen
+    kind = problem_type(labels, project.multi_label, project.classes)
+    return chosen if chosen in metrics_for(kind) else None
+
+
+def set_project_metric(db: sqlite_utils.Database, project: Project, metric: str | None,
+                       labels: list | None = None) -> str:
+    """Remember the objective metric for the project's runs (None or "" = the default).
+
+    With `labels`, the metric is checked against their problem type first, so a
+    wrong name fails here with the choices listed, before anything is stored.
+    """
+    if labels is not None:
+        metric = choose_metric(problem_type(labels, project.multi_label, project.classes),
+                               metric or None)
+    set_setting(db, _metric_key(project), metric or "")
+    return metric or ""
+
+
 def search_problem(project: Project, data: TrainingSet, seed: int,
-                   worker: str = "main") -> SearchProblem:
+                   worker: str = "main", metric: str = METRIC) -> SearchProblem:
     """The same problem for the main run and every worker: features fitted once, same folds.
 
     Unsupervised feature steps are fitted once for the search (the final
@@ -204,7 +246,8 @@ def search_problem(project: Project, data: TrainingSet, seed: int,
         warnings.simplefilter("ignore")
         F_train = make_features(project.modality, X_train).fit_transform(X_train)
     return SearchProblem(F_train=F_train, y_train=y_train, multi_label=project.multi_label,
-                         choices=families(project.modality), seed=seed, worker=worker)
+                         choices=families(project.modality), seed=seed, worker=worker,
+                         metric=metric)
 
 
 def library_versions() -> dict:
@@ -232,12 +275,17 @@ def train_project(
     study_name: str | None = None,
     on_study: Callable[[str], None] | None = None,
     ensemble: bool = False,
+    metric: str | None = None,
 ) -> dict:
     """Search, fit, measure, save, maybe promote, and score the pool with the promoted model.
 
     `storage_url` (PostgreSQL) puts the study where `groundwork worker`
     processes can join it; `on_study` is told the study's name as soon as it
-    exists, so they can be started.
+    exists, so they can be started. `metric` (a scikit-learn scorer name that
+    fits the problem type, see `automl.data_report.METRICS`) is what the
+    search optimises and the holdout and promotion are judged by; without it,
+    the project's remembered choice, else the problem type's default. An
+    explicit `metric` is remembered for the project's next runs.
     """
     if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
         raise GroundworkError(f"the time budget must be a positive number of seconds, not "
@@ -247,15 +295,18 @@ def train_project(
     # An ensemble refits several models after the search: keep a sixth of the budget for it.
     search_deadline = deadline - budget / 6 if ensemble else deadline
     data = training_set(db, project, include_auto=include_auto)
-    checked = training_report(db, project, data=data)
+    checked = training_report(db, project, data=data, metric=metric)
     raise_if_blocking(checked)
+    if metric:  # an explicit choice (checked above) is what the next runs optimise too
+        set_project_metric(db, project, checked["metric"])
+    metric = checked["metric"]
     snapshot = save_snapshot(db, project, snapshot_hash=data.snapshot_hash,
                              item_ids=data.item_ids, labels=data.labels, sources=data.sources,
                              holdout=data.holdout.tolist(), include_auto=include_auto)
     X_train, _ = data.part(~data.holdout)
     X_hold, _ = data.part(data.holdout)
     y_train, y_hold, fitted_classes = _targets(project, data)
-    problem = search_problem(project, data, seed)
+    problem = search_problem(project, data, seed, metric=metric)
     n = len(y_train)
     splits = problem.splits
 
@@ -266,16 +317,15 @@ def train_project(
     name = study_name or f"{project.id}-{utcnow()}-{job_id or 'run'}"
     study = create_study(storage, name, seed, {
         "deadline": search_deadline, "snapshot_hash": data.snapshot_hash, "project_id": project.id,
-        "include_auto": include_auto, "seed": seed, "budget": budget}, warm)
+        "include_auto": include_auto, "seed": seed, "budget": budget, "metric": metric}, warm)
     if on_study is not None:
         on_study(name)
 
     def report(study: optuna.Study) -> None:
-        done = completed(study)
         if progress is not None:
             progress({
-                "trials": len(study.trials),
-                "best": study.best_value if done else None,
+                "trials": len(study.get_trials(deepcopy=False)),
+                "best": study.best_value if completed(study) else None,
                 "elapsed": round(time.monotonic() - started, 2),
                 "budget": budget,
                 "study": name,
@@ -309,7 +359,7 @@ def train_project(
     ensembled = None
     if ensemble:
         ensembled, model = _maybe_ensemble(project, problem, study, model, X_train, y_train,
-                                           X_hold, y_hold, deadline, budget)
+                                           X_hold, y_hold, deadline, budget, metric)
         if ensembled.get("chosen"):
             estimator = ensembled["estimator"]
 
@@ -335,16 +385,18 @@ def train_project(
         "param_importances": param_importances(study),
         "library_versions": library_versions(),
         "ensemble": ensembled,
+        "metric": metric,
         "how_measured": (
-            f"cv: mean balanced accuracy over {len(splits)} cross-validation folds of the "
-            f"{n} training labels; holdout: balanced accuracy on {int(data.holdout.sum())} "
+            f"cv: mean {metric_label(metric)} over {len(splits)} cross-validation folds of the "
+            f"{n} training labels; holdout: {metric_label(metric)} on "
+            f"{int(data.holdout.sum())} "
             f"labels ({held_sources}) held out by a hash of the item key and never seen by "
             "the search or the fit"
         ),
     }
     if y_hold is not None:
         predicted_hold = predict_labels(model, X_hold, project)
-        holdout_score = score(y_hold, predicted_hold, project.multi_label)
+        holdout_score = holdout_value(model, X_hold, y_hold, project, metric)
         if not project.multi_label:
             metrics["per_class"] = classification_report(
                 y_hold, predicted_hold, labels=project.classes, output_dict=True,
@@ -368,11 +420,12 @@ def train_project(
     if current is not None and y_hold is not None:
         try:
             old = load_model(db, current)
-            old_score = score(y_hold, predict_labels(old, X_hold, project), project.multi_label)
+            old_score = holdout_value(old, X_hold, y_hold, project, metric)
         except (GroundworkError, ValueError, KeyError):
             old_score = None
-        metrics["compared_with"] = {"version": current["version"], "holdout": old_score}
-        promote_it = old_score is None or holdout_score >= old_score
+        metrics["compared_with"] = {"version": current["version"], "holdout": old_score,
+                                    "metric": metric}
+        promote_it = old_score is None or holdout_score is None or holdout_score >= old_score
 
     version = (db.execute("SELECT max(version) FROM model_versions WHERE project_id = ?",
                           [project.id]).fetchone()[0] or 0) + 1
@@ -389,7 +442,7 @@ def train_project(
                 "status": "promoted" if promote_it else "candidate",
                 "estimator": estimator,
                 "params": json.dumps(params),
-                "metric_name": METRIC,
+                "metric_name": metric,
                 "cv_score": float(best.value),
                 "holdout_score": holdout_score,
                 "holdout_size": int(data.holdout.sum()),
@@ -416,7 +469,7 @@ def train_project(
     return {
         "model_version": version,
         "model_version_id": model_id,
-        "metric": METRIC,
+        "metric": metric,
         "cv": float(best.value),
         "holdout": holdout_score,
         "holdout_size": int(data.holdout.sum()),
@@ -436,7 +489,8 @@ def train_project(
 
 def _maybe_ensemble(project: Project, problem: SearchProblem, study: optuna.Study,
                     single: TrainedModel, X_train, y_train, X_hold, y_hold,  # noqa: N803
-                    deadline: float, budget: float) -> tuple[dict, TrainedModel]:
+                    deadline: float, budget: float,
+                    metric: str = METRIC) -> tuple[dict, TrainedModel]:
     """Soft voting over the best trial of each top family, kept only if it wins on the holdout.
 
     Returns what was tried and why, and the model to keep. The ensemble's
@@ -464,9 +518,10 @@ def _maybe_ensemble(project: Project, problem: SearchProblem, study: optuna.Stud
     candidate = TrainedModel(pipeline=pipeline, classes=single.classes,
                              fitted_classes=single.fitted_classes, modality=single.modality,
                              multi_label=single.multi_label, columns=single.columns)
-    single_score = score(y_hold, predict_labels(single, X_hold, project), False)
-    ensemble_score = score(y_hold, predict_labels(candidate, X_hold, project), False)
-    chosen = ensemble_score > single_score
+    single_score = holdout_value(single, X_hold, y_hold, project, metric)
+    ensemble_score = holdout_value(candidate, X_hold, y_hold, project, metric)
+    chosen = (ensemble_score is not None and single_score is not None
+              and ensemble_score > single_score)
     info.update({
         "chosen": chosen,
         "estimator": describe_ensemble(members),
@@ -534,7 +589,8 @@ def run_worker(
     seed = int(attrs.get("seed", 0))
     name = worker or f"{socket.gethostname()}:{os.getpid()}"
     study = load_study(storage, study_name, seed=seed + abs(hash(name)) % 10_000)
-    problem = search_problem(project, data, seed, worker=name)
+    problem = search_problem(project, data, seed, worker=name,
+                             metric=str(attrs.get("metric") or METRIC))
     before = sum(t.user_attrs.get("worker") == name for t in study.trials)
     run_search(problem, study, float(attrs["deadline"]))
     ran = sum(t.user_attrs.get("worker") == name for t in study.trials) - before
@@ -543,12 +599,22 @@ def run_worker(
             "best": study.best_value if completed(study) else None}
 
 
-def predict_labels(model: TrainedModel, X, project: Project) -> np.ndarray:
+def predict_labels(model: TrainedModel, X, project: Project,  # noqa: N803
+                   proba: np.ndarray | None = None) -> np.ndarray:
     """Predictions in the shape `score` wants: a label array, or a 0/1 matrix for multi-label."""
-    proba = model.predict_proba(X)
+    proba = model.predict_proba(X) if proba is None else proba
     if project.multi_label:
         return (proba >= 0.5).astype(int)
     return np.array([project.classes[int(i)] for i in proba.argmax(axis=1)])
+
+
+def holdout_value(model: TrainedModel, X, y_hold, project: Project,  # noqa: N803
+                  metric: str = METRIC) -> float | None:
+    """`metric` of the model on the holdout; None when it is undefined there (one class)."""
+    proba = model.predict_proba(X)
+    value = score(y_hold, predict_labels(model, X, project, proba), project.multi_label, metric,
+                  proba=proba, classes=project.classes)
+    return value if math.isfinite(value) else None
 
 
 class JobCancelled(Exception):

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import sqlite_utils
 from PIL import Image, ImageOps
+
+from labeling.errors import GroundworkError
 
 # The only formats an import opens: what browsers show plus TIFF. Never EPS/PS (Pillow
 # hands those to Ghostscript) or other plugins nobody labels.
@@ -117,3 +120,48 @@ def display_image(path: str | Path) -> str | Image.Image:
             return browser_image(img)
     except (OSError, ValueError, Image.DecompressionBombError):
         return str(path)  # st.image says what is wrong with the file
+
+
+def orphaned_media(db: sqlite_utils.Database, data_dir: Path,
+                   min_age_seconds: float = 3600.0) -> list[Path]:
+    """Files under `media/` that no item points to, untouched for `min_age_seconds`.
+
+    An import killed mid-way (kill -9, power loss) rolls its rows back but
+    cannot take back the files it already wrote: they are what is left. The
+    age guard keeps the files of an import still running in another process
+    (written, not yet committed) out of the list. Leftover temporary files of
+    `store_media` count too.
+    """
+    root = data_dir / "media"
+    if not root.is_dir():
+        return []
+    used = {r[0] for r in db.execute(
+        "SELECT DISTINCT media_path FROM items WHERE media_path IS NOT NULL")}
+    cutoff = time.time() - float(min_age_seconds)
+    out = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        rel = path.relative_to(data_dir).as_posix()
+        if rel not in used and path.stat().st_mtime <= cutoff:
+            out.append(path)
+    return out
+
+
+def sweep_media(db: sqlite_utils.Database, data_dir: Path, *, min_age_seconds: float = 3600.0,
+                dry_run: bool = False) -> dict:
+    """Remove orphaned media (see `orphaned_media`): `{"files": n, "bytes": b, "paths": [...]}`."""
+    if min_age_seconds < 0:
+        raise GroundworkError("the minimum age must be zero or more seconds")
+    found = orphaned_media(db, data_dir, min_age_seconds)
+    size = 0
+    for path in found:
+        size += path.stat().st_size
+        if not dry_run:
+            path.unlink(missing_ok=True)
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass  # not empty
+    return {"files": len(found), "bytes": size, "dry_run": dry_run,
+            "paths": [p.relative_to(data_dir).as_posix() for p in found]}

@@ -67,6 +67,8 @@ def test_train_page_shows_the_search_the_holdout_and_the_lineage(trained):
     # The data report above the button: problem type and objective, no blocking problem.
     assert any("Data report: 178 labels, multiclass, objective balanced accuracy" in e.label
                for e in at.expander)
+    metric = at.selectbox(key="metric")  # the objective, default first, then the choices
+    assert metric.value == "balanced_accuracy" and "f1_macro" in metric.options[2]
     assert at.json[0].value  # parameters, artifact hash, library versions
     assert model["artifact_sha256"] in at.json[0].value
 
@@ -74,7 +76,7 @@ def test_train_page_shows_the_search_the_holdout_and_the_lineage(trained):
 def test_train_page_promotes_rolls_back_and_compares(trained):
     db, project = trained
     at = page()
-    at.selectbox[0].set_value(1).run()
+    next(s for s in at.selectbox if s.label == "Version").set_value(1).run()
     next(b for b in at.button if b.key == "promote").click().run()
     assert promoted_model(db, project)["version"] == 1
     assert promoted_model(db, project)["promoted_by"] == "lead"

@@ -9,6 +9,8 @@ import streamlit as st
 
 from automl.compare import compare_versions
 from automl.jobs import cancel_job, latest_job, reap_stale_jobs, start_training
+from automl.metrics import DEFAULT as METRIC
+from automl.metrics import label as metric_label
 from automl.registry import list_models, promote, rollback
 from automl.snapshots import list_snapshots
 from automl.training import study_trials, training_report
@@ -27,8 +29,9 @@ project = current_project(db)
 st.title(f"Train · {project.name}")
 st.caption(
     "Trains on curated labels (human, imported, reviewed; never auto-labels unless you opt in) "
-    "with an Optuna search over scikit-learn pipelines. The holdout score is balanced accuracy "
-    "on labels people gave that the search never saw (imported labels when a project has "
+    "with an Optuna search over scikit-learn pipelines. The holdout score is the objective "
+    "metric (balanced accuracy unless you choose another) on labels people gave that the "
+    "search never saw (imported labels when a project has "
     "fewer than ten of its own)."
 )
 
@@ -44,15 +47,15 @@ def _report(data_dir: str, project_id: int, include_auto: bool, labels: int) -> 
         return {"error": str(exc)}
 
 
-def data_report_panel(include_auto: bool) -> None:
+def data_report_panel(include_auto: bool) -> dict | None:
     labels = db.execute("SELECT count(*) FROM annotations WHERE project_id = ?",
                         [project.id]).fetchone()[0]
     report = _report(str(db.data_dir), project.id, include_auto, labels)
     if report is None:
-        return
+        return None
     if "error" in report:
         st.warning(report["error"])
-        return
+        return None
     levels = [f["level"] for f in report["findings"]]
     title = (f"Data report: {report['n']} labels, {report['problem_type']}, objective "
              f"{report['metric'].replace('_', ' ')} · {levels.count('blocking')} blocking, "
@@ -68,6 +71,7 @@ def data_report_panel(include_auto: bool) -> None:
                                    f"{finding['message']}")
         if not report["findings"]:
             st.success("No problems found in the training data.")
+    return report
 
 
 budget = st.number_input("Search time budget (seconds)", min_value=5, max_value=3600, value=30)
@@ -80,13 +84,24 @@ ensemble = st.checkbox(
     "Try an ensemble of the best model families", value=False, key="ensemble",
     help="Soft voting over the best trial of each of the top three families, kept only if it "
     "beats the best single model on the holdout.")
-data_report_panel(include_auto)
+report = data_report_panel(include_auto)
+metric = None
+if report is not None:
+    choices = report["metrics"]
+    metric = st.selectbox(
+        "Objective metric", choices, index=choices.index(report["metric"]), key="metric",
+        format_func=lambda m: f"{metric_label(m)} ({m})",
+        help="What the search optimises and what the holdout and promotion are judged by; "
+        "remembered for the next runs. Balanced accuracy is the default for classes because "
+        "a model that always answers the majority class scores 1/k on it, however "
+        "imbalanced the labels.")
 label = "Retrain from corrected labels" if models else "Train model"
 if st.button(label, key="train", type="primary"):
     try:
         require(current_account(db), "train", project)  # roles (issue 6)
         start_training(db, project, budget=float(budget), include_auto=include_auto,
-                       ensemble=ensemble)
+                       ensemble=ensemble, metric=metric)
+        _report.clear()  # the remembered metric changes the report's default
     except GroundworkError as exc:
         st.error(str(exc))
 
@@ -217,7 +232,7 @@ with search_tab:
         with left:
             st.markdown("**Optimisation history**")
             st.line_chart(history, x="trial", y=["CV score", "best so far"],
-                          y_label="CV balanced accuracy")
+                          y_label="CV " + metric_label(metrics.get("metric") or METRIC))
         with right:
             st.markdown("**Model families**")
             st.dataframe(family_summary(rows), hide_index=True, width="stretch")
@@ -247,8 +262,11 @@ with holdout_tab:
                 col.metric(name, f"{v['value']:.3f}",
                            help=f"95% interval {v['low']:.3f} – {v['high']:.3f}")
                 col.caption(f"95% interval {v['low']:.3f} – {v['high']:.3f}")
-        if not hm:
-            cols[0].metric("Holdout balanced accuracy", f"{model['holdout_score']:.3f}")
+        objective = model.get("metric_name") or "balanced_accuracy"
+        if model.get("holdout_score") is not None and (objective != "balanced_accuracy"
+                                                       or not hm):
+            st.metric(f"Holdout {metric_label(objective)} (the objective)",
+                      f"{model['holdout_score']:.3f}")
         st.caption(hm.get("how") or f"on {model['holdout_size']} held-out labels")
         confusion = confusion_frame(metrics.get("confusion_matrix"))
         if not confusion.empty:

@@ -6,6 +6,7 @@ A page module, so it may import streamlit; domain code never does.
 from __future__ import annotations
 
 import os
+import threading
 from datetime import UTC, datetime
 from urllib.parse import urlparse
 
@@ -15,9 +16,9 @@ import streamlit as st
 
 from labeling.errors import GroundworkError
 from labeling.items import Item, media_file
-from labeling.media import display_image
+from labeling.media import display_image, sweep_media
 from labeling.projects import Project, find_project
-from labeling.store import connect
+from labeling.store import connect, data_dir_of
 from labeling.users import (
     LOCAL_ADMIN,
     Account,
@@ -41,6 +42,25 @@ def get_db() -> sqlite_utils.Database:
     if "db" not in st.session_state:
         st.session_state["db"] = connect(os.environ.get("GROUNDWORK_DATA") or None)
     return st.session_state["db"]
+
+
+@st.cache_resource(show_spinner=False)
+def sweep_orphaned_media_once(data_dir: str) -> threading.Thread:
+    """Once per server: remove media an import killed mid-way left behind (an hour old or more).
+
+    In a background thread with its own connection, so a large media folder
+    never delays the first page.
+    """
+    def sweep() -> None:
+        db = connect(data_dir)
+        try:
+            sweep_media(db, data_dir_of(db))
+        finally:
+            db.conn.close()
+
+    thread = threading.Thread(target=sweep, name="media-sweep", daemon=True)
+    thread.start()
+    return thread
 
 
 def current_account(db: sqlite_utils.Database | None = None) -> Account | None:

@@ -1,0 +1,129 @@
+"""Objective metrics by name: one function scores decisions or probabilities alike.
+
+The search scores out-of-fold predictions and the registry scores a holdout,
+neither with a fitted scikit-learn estimator at hand, so scikit-learn's
+scorers (which call the estimator) do not fit; the metric functions they wrap
+do. Every name here is a scikit-learn scorer name, every value is "higher is
+better" as with scorers (log loss is negated), and the allowed names per
+problem type live in `automl.data_report.METRICS`.
+
+Probability metrics (ROC AUC, average precision, log loss) judge the ranking
+or the calibration, not a decision: a tuned decision threshold cannot change
+them, so the search leaves the decision rule alone when one is optimised.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn import metrics as skm
+
+DEFAULT = "balanced_accuracy"
+PROBABILITY_METRICS = frozenset({"roc_auc", "roc_auc_ovr", "average_precision", "neg_log_loss"})
+LABELS = {
+    "balanced_accuracy": "balanced accuracy",
+    "accuracy": "accuracy",
+    "f1_macro": "macro F1",
+    "f1_weighted": "weighted F1",
+    "f1_micro": "micro F1",
+    "f1_samples": "per-item F1",
+    "f1": "F1 of the positive class",
+    "jaccard_samples": "per-item Jaccard",
+    "roc_auc": "ROC AUC",
+    "roc_auc_ovr": "ROC AUC (one vs rest)",
+    "average_precision": "average precision",
+    "neg_log_loss": "negative log loss",
+}
+
+
+def needs_probabilities(metric: str) -> bool:
+    return metric in PROBABILITY_METRICS
+
+
+def label(metric: str) -> str:
+    """How a person reads the metric's name."""
+    return LABELS.get(metric, metric.replace("_", " "))
+
+
+def metric_value(
+    metric: str,
+    y_true,
+    y_pred=None,
+    proba: np.ndarray | None = None,
+    *,
+    multi_label: bool = False,
+    classes=None,
+) -> float:
+    """`metric` of predictions against the truth.
+
+    Single-label: `y_true` and `y_pred` are class values; `proba` has one
+    column per class in the order of `classes` (default: 0..k-1, the search's
+    encoded classes). Multi-label: 0/1 matrices, `proba` one column per label.
+    Decision metrics need `y_pred`, probability metrics need `proba`.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if needs_probabilities(metric):
+            if proba is None:
+                raise ValueError(f"{metric} needs probabilities")
+            return _from_probabilities(metric, y_true, np.asarray(proba, dtype=float),
+                                       multi_label, classes)
+        if y_pred is None:
+            raise ValueError(f"{metric} needs predicted labels")
+        return _from_decisions(metric, y_true, y_pred, multi_label)
+
+
+def _from_decisions(metric: str, y_true, y_pred, multi_label: bool) -> float:
+    if metric == "balanced_accuracy":
+        if not multi_label:
+            return float(skm.balanced_accuracy_score(y_true, y_pred))
+        # Mean over the labels that vary: a label nobody has says nothing about the model.
+        y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+        scores = [skm.balanced_accuracy_score(y_true[:, j], y_pred[:, j])
+                  for j in range(y_true.shape[1]) if len(np.unique(y_true[:, j])) > 1]
+        return float(np.mean(scores)) if scores else float((y_true == y_pred).mean())
+    if metric == "accuracy":
+        return float(skm.accuracy_score(y_true, y_pred))
+    if metric == "jaccard_samples":
+        return float(skm.jaccard_score(y_true, y_pred, average="samples", zero_division=0))
+    if metric.startswith("f1"):
+        average = metric.partition("_")[2] or "binary"
+        if average == "binary":
+            # The positive class is the second one, as with scikit-learn's encoded 0/1.
+            values = np.unique(np.concatenate([np.asarray(y_true), np.asarray(y_pred)]))
+            return float(skm.f1_score(y_true, y_pred, pos_label=values[-1], average="binary",
+                                      zero_division=0))
+        return float(skm.f1_score(y_true, y_pred, average=average, zero_division=0))
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def _from_probabilities(metric: str, y_true, proba: np.ndarray, multi_label: bool,
+                        classes) -> float:
+    if multi_label:
+        y_true = np.asarray(y_true)
+        varied = [j for j in range(y_true.shape[1]) if len(np.unique(y_true[:, j])) > 1]
+        if not varied:
+            return float("nan")
+        if metric == "roc_auc":
+            return float(skm.roc_auc_score(y_true[:, varied], proba[:, varied], average="macro"))
+        raise ValueError(f"{metric} is not a multi-label metric")
+    classes = list(range(proba.shape[1])) if classes is None else list(classes)
+    index = {c: i for i, c in enumerate(classes)}
+    y = np.array([index[v] for v in np.asarray(y_true).tolist()])
+    if metric == "neg_log_loss":
+        return -float(skm.log_loss(y, np.clip(proba, 1e-15, 1.0), labels=range(len(classes))))
+    present = np.unique(y)
+    if len(present) < 2:
+        return float("nan")  # one class only: a ranking metric is undefined
+    # Over the classes present (a declared class nobody labeled has no ranking to judge),
+    # the rows renormalised over them; with two, the second is the positive class.
+    sub = proba[:, present]
+    sub = sub / np.clip(sub.sum(axis=1, keepdims=True), 1e-15, None)
+    if len(present) == 2 and metric in ("roc_auc", "roc_auc_ovr", "average_precision"):
+        fn = skm.average_precision_score if metric == "average_precision" else skm.roc_auc_score
+        return float(fn(y == present[1], sub[:, 1]))
+    if metric in ("roc_auc", "roc_auc_ovr"):
+        return float(skm.roc_auc_score(np.searchsorted(present, y), sub, multi_class="ovr",
+                                       average="macro"))
+    raise ValueError(f"{metric} does not fit a {len(classes)}-class problem")
