@@ -168,7 +168,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         job_id = start_training(db, project, budget=args.budget,
                                 include_auto=args.include_auto, ensemble=args.ensemble,
-                                metric=args.metric)
+                                metric=args.metric, embeddings=args.embeddings)
         if args.json:
             _print_json({"job": job_id})
         else:
@@ -188,7 +188,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train_project(db, project, budget=args.budget, seed=args.seed, progress=progress,
                            include_auto=args.include_auto, storage_url=args.storage,
                            study_name=args.study, on_study=announce,
-                           ensemble=args.ensemble, metric=args.metric)
+                           ensemble=args.ensemble, metric=args.metric,
+                           embeddings=args.embeddings)
     if args.json:
         _print_json(result)
     else:
@@ -402,12 +403,25 @@ def cmd_review_open(args: argparse.Namespace) -> int:
     db = _open(args)
     project = _project(db, args.project)
     conditions = _inline_conditions(args)
+    batch = None
+    if args.file and not args.workflow:
+        raise GroundworkError("--file needs --workflow NAME, a batch workflow (create one with "
+                              f"`groundwork review workflow {args.project} NAME --source batch "
+                              "--below 0.7`)")
     if args.workflow:
         if conditions is not None:
             raise GroundworkError("give either --workflow NAME or inline conditions "
                                   "(--below, --above, --sample, --label-errors), not both")
         workflow = get_workflow(db, project, args.workflow)
-        opened = run_workflow(db, project, args.workflow, limit=args.limit)
+        if args.file:
+            from review.batches import run_batch
+
+            batch = run_batch(db, project, args.workflow, args.file, name=args.batch,
+                              user=_default_user(), limit=args.limit,
+                              text_column=args.text_column, image_column=args.image_column)
+            opened = batch["opened"]
+        else:
+            opened = run_workflow(db, project, args.workflow, limit=args.limit)
         conditions, source = workflow.conditions, workflow.source
     else:
         if conditions is None:
@@ -418,12 +432,19 @@ def cmd_review_open(args: argparse.Namespace) -> int:
               "conditions": conditions}
     if set(conditions) == {"confidence_below"}:
         result["rule"] = {"below": conditions["confidence_below"]}
+    if batch is not None:
+        result["batch"] = batch
     if args.json:
         _print_json(result)
     else:
         from review.conditions import describe
 
         where = f"workflow {args.workflow}: " if args.workflow else ""
+        if batch is not None:
+            print(f"batch {batch['batch']}: predicted {batch['rows']} rows of {batch['file']} "
+                  f"with model v{batch['model_version']}")
+            for skipped in batch["skipped"]:
+                print(f"skipped {skipped['file']}: {skipped['reason']}", file=sys.stderr)
         print(f"opened {opened} review tasks ({where}{describe(conditions)})")
     return 0
 
@@ -518,9 +539,25 @@ def cmd_review_workflow(args: argparse.Namespace) -> int:
             raise GroundworkError("a new workflow needs conditions: --below, --above, --sample, "
                                   "--label-errors or --conditions JSON")
         conditions = existing.conditions
-    source = args.source or ("labels" if args.label_errors else
+    if args.file:
+        if args.source not in (None, "batch"):
+            raise GroundworkError(f"--file is a batch to review: use --source batch, not "
+                                  f"--source {args.source}")
+        if existing is not None and existing.source != "batch" and args.source is None:
+            raise GroundworkError(f"workflow {existing.name!r} watches {existing.source!r}; "
+                                  "pass --source batch to make it watch batch files")
+    source = args.source or ("batch" if args.file else "labels" if args.label_errors else
                              existing.source if existing else "pool")
-    shown = preview(db, project, conditions, source=source, salt=args.name.strip())
+    data = None
+    if args.file:
+        from review.batches import preview_batch, read_batch
+
+        data = read_batch(db, project, args.file, text_column=args.text_column,
+                          image_column=args.image_column)
+        shown = preview_batch(db, project, conditions, data, workflow=args.name,
+                              batch=args.batch)
+    else:
+        shown = preview(db, project, conditions, source=source, salt=args.name.strip())
     result: dict = {"saved": False, "preview": shown}
     if not args.dry_run:
         workflow = save_workflow(
@@ -532,12 +569,47 @@ def cmd_review_workflow(args: argparse.Namespace) -> int:
             instructions=args.instructions if args.instructions is not None else
             (existing.instructions if existing else ""))
         result.update(saved=True, workflow=workflow.to_dict())
+        if data is not None:
+            from review.batches import run_batch
+
+            batch = run_batch(db, project, workflow.name, data, name=args.batch,
+                              user=_default_user())
+            result.update(batch=batch, opened=batch["opened"])
     if args.json:
         _print_json(result)
     else:
         verb = "saved" if result["saved"] else "would save"
         print(f"{verb} workflow {args.name}: {shown['description']}; it would open "
               f"{shown['would_open']} tasks now")
+        if "batch" in result:
+            print(f"batch {result['batch']['batch']}: predicted {result['batch']['rows']} rows, "
+                  f"opened {result['opened']} review tasks")
+    return 0
+
+
+def cmd_review_batches(args: argparse.Namespace) -> int:
+    from review.batches import list_batches
+
+    db = _open(args)
+    batches = list_batches(db, _project(db, args.project))
+    if args.json:
+        _print_json({"batches": batches})
+    else:
+        for b in batches:
+            print(f"{b['name']}\t{b['workflow']}\t{b['file']}\t{b['rows']} rows\t"
+                  f"{b['opened']} opened\t{b['reviewed']} reviewed\tmodel v{b['model_version']}")
+    return 0
+
+
+def cmd_review_batch_export(args: argparse.Namespace) -> int:
+    from review.batches import export_batch
+
+    db = _open(args)
+    rows = export_batch(db, _project(db, args.project), args.batch, args.out, args.format)
+    if args.json:
+        _print_json({"rows": rows, "out": str(args.out), "batch": args.batch})
+    else:
+        print(f"wrote {rows} rows of batch {args.batch} to {args.out}")
     return 0
 
 
@@ -977,6 +1049,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="objective metric, a scikit-learn scorer name that fits "
                    "the problem type (see `groundwork data-report`: metrics); remembered for "
                    "the project's next runs. Default: balanced_accuracy for classification")
+    p.add_argument("--embeddings", action="store_true",
+                   help="text projects: add all-MiniLM-L6-v2 sentence embeddings to the "
+                   "features (the optional extra: pip install -e \".[embeddings]\")")
 
     p = add("data-report", cmd_data_report,
             "check the training data first: problem type, metric, blocking problems, warnings")
@@ -1031,6 +1106,13 @@ def build_parser() -> argparse.ArgumentParser:
     review = sub.add_parser("review", help="review workflows and tasks", parents=[common])
     review_sub = review.add_subparsers(dest="review_command", required=True, parser_class=_Parser)
 
+    def batch_flags(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--file", help="a batch to predict and review with a batch workflow: a "
+                       "text CSV/JSONL, a table CSV, or an image zip/folder/CSV manifest")
+        p.add_argument("--batch", help="the batch's name (default: the file's name)")
+        p.add_argument("--text-column", help="the batch file's text column (default: text)")
+        p.add_argument("--image-column", help="the image column of a CSV manifest")
+
     def conditions_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument("--below", type=float, help="open when confidence is below this")
         p.add_argument("--above", type=float, help="open when confidence is above this")
@@ -1048,6 +1130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workflow", help="a saved workflow (`groundwork review workflow`)")
     conditions_flags(p)
     p.add_argument("--limit", type=int)
+    batch_flags(p)
     p = review_sub.add_parser("next", help="list open review tasks", parents=[common])
     p.set_defaults(func=cmd_review_next)
     p.add_argument("project")
@@ -1075,9 +1158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_review_workflow)
     p.add_argument("project")
     p.add_argument("name")
-    p.add_argument("--source", choices=["pool", "labels"],
+    p.add_argument("--source", choices=["pool", "labels", "batch"],
                    help="pool: the promoted model's predictions (default); labels: the "
-                   "project's own labels, for error checks")
+                   "project's own labels, for error checks; batch: its predictions on an "
+                   "uploaded file (--file)")
     conditions_flags(p)
     p.add_argument("--conditions", help='conditions as JSON, e.g. \'{"any": [{"confidence_below":'
                    ' 0.7}, {"sample": 0.05}]}\'')
@@ -1085,6 +1169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--expiry-hours", type=float, help="unanswered tasks expire after this")
     p.add_argument("--instructions", help="what reviewers are told")
     p.add_argument("--dry-run", action="store_true", help="preview only; save nothing")
+    batch_flags(p)
     p = review_sub.add_parser("workflows", help="list review workflows", parents=[common])
     p.set_defaults(func=cmd_review_workflows)
     p.add_argument("project")
@@ -1093,6 +1178,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_review_accuracy)
     p.add_argument("project")
     p.add_argument("--workflow")
+    p = review_sub.add_parser("batches", help="list the batches reviewed with batch workflows",
+                              parents=[common])
+    p.set_defaults(func=cmd_review_batches)
+    p.add_argument("project")
+    p = review_sub.add_parser("batch-export", help="a batch's result per row: prediction, "
+                              "review and final label (CSV or JSON Lines)", parents=[common])
+    p.set_defaults(func=cmd_review_batch_export)
+    p.add_argument("project")
+    p.add_argument("batch")
+    p.add_argument("--out", required=True)
+    p.add_argument("--format", choices=["csv", "jsonl"],
+                   help="default: jsonl for a .jsonl file, else csv")
 
     p = add("label-issues", cmd_label_issues,
             "suspected label errors in the project's labels, most likely first")

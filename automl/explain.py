@@ -693,7 +693,7 @@ def _vocabulary(model: TrainedModel) -> list[tuple[np.ndarray, bool]] | None:
         if not hasattr(step, "get_feature_names_out"):
             return None
         blocks.append((np.asarray(step.get_feature_names_out(), dtype=object),
-                       getattr(step, "analyzer", "word") == "word"))
+                       getattr(step, "analyzer", None) == "word"))  # not embeddings
     return blocks
 
 

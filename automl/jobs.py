@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from automl.training import JobCancelled, train_project, validate_training
+from automl.training import JobCancelled, check_embeddings, train_project, validate_training
 from labeling.errors import GroundworkError
 from labeling.projects import Project, get_project
 from labeling.store import connect, data_dir_of, utcnow
@@ -61,8 +61,11 @@ def start_training(
     include_auto: bool = False,
     ensemble: bool = False,
     metric: str | None = None,
+    embeddings: bool = False,
 ) -> int:
     """Queue a training run and start its process; refuse what would fail anyway, now."""
+    if embeddings:
+        check_embeddings(project)
     validate_training(db, project, include_auto=include_auto, metric=metric)
     reap_stale_jobs(db)
     running = db.execute(
@@ -80,7 +83,8 @@ def start_training(
             "status": "queued",
             "params": json.dumps({"budget": float(budget), "seed": int(seed),
                                   "include_auto": bool(include_auto),
-                                  "ensemble": bool(ensemble), "metric": metric or None}),
+                                  "ensemble": bool(ensemble), "metric": metric or None,
+                                  "embeddings": bool(embeddings)}),
             "progress": json.dumps({"trials": 0, "best": None, "elapsed": 0.0,
                                     "budget": float(budget)}),
             "created_at": utcnow(),
@@ -185,6 +189,7 @@ def run_job(data_dir: str | Path, job_id: int) -> str:
                              include_auto=bool(params.get("include_auto", False)),
                              ensemble=bool(params.get("ensemble", False)),
                              metric=params.get("metric") or None,
+                             embeddings=bool(params.get("embeddings", False)),
                              progress=progress, should_stop=should_stop)
 
     try:

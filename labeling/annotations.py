@@ -285,9 +285,10 @@ def _consolidated(answers: pd.DataFrame, wanted: int) -> pd.DataFrame:
     ready = shared.difference(waiting)
     if ready.empty:
         return keep
-    from labeling.consolidation import consolidate
+    from labeling.consolidation import consolidate, settled_labels
 
-    consensus = consolidate(latest).set_index("item_id")
+    # Reviewer-settled items anchor each person's reliability (see consolidation.py).
+    consensus = consolidate(latest, settled_labels(answers)).set_index("item_id")
     rows = latest[latest["item_id"].isin(ready)].groupby("item_id").tail(1).copy()
     rows["labels"] = rows["item_id"].map(consensus["labels"])
     rows["confidence"] = rows["item_id"].map(consensus["confidence"])

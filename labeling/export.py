@@ -24,7 +24,7 @@ from pathlib import Path
 import sqlite_utils
 
 from labeling.annotations import CURATED_SOURCES, current_labels
-from labeling.consolidation import consolidate, latest_human_answers
+from labeling.consolidation import consolidate, latest_human_answers, reviewed_truth
 from labeling.errors import GroundworkError
 from labeling.items import Item, iter_items
 from labeling.projects import Project
@@ -104,7 +104,7 @@ def _worker_answers(db: sqlite_utils.Database, project: Project,
     }
     if not consolidated:
         return {}
-    methods = consolidate(latest).set_index("item_id")["method"]
+    methods = consolidate(latest, reviewed_truth(db, project)).set_index("item_id")["method"]
     out: dict[int, dict] = {}
     for item_id, rows in latest[latest["item_id"].isin(consolidated)].groupby("item_id"):
         workers = []

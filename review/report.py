@@ -60,7 +60,7 @@ def reviewed_accuracy(
         FROM review_tasks t
         JOIN annotations a ON a.id = t.annotation_id
         LEFT JOIN review_workflows w ON w.id = t.workflow_id
-        WHERE t.project_id = ? AND t.status = 'completed' AND t.source = 'pool'
+        WHERE t.project_id = ? AND t.status = 'completed' AND t.source IN ('pool', 'batch')
           AND a.retracted_at IS NULL {where}
         """,
         [project.id, *([workflow] if workflow else [])],

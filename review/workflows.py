@@ -2,13 +2,16 @@
 
 A workflow is named per project and says what it watches (`pool`: the
 promoted model's predictions on unlabeled items; `labels`: the project's own
-labels, checked for errors out of fold), when an item needs a person
+labels, checked for errors out of fold; `batch`: the promoted model's
+predictions on an uploaded file, see `review.batches`), when an item needs a person
 (`review.conditions`), how many reviewers each task wants (1-3, consolidated
 like annotations), when an unanswered task expires, and what reviewers are
 told. Running a workflow opens one task (a human loop) per activated item
 that has no open task yet, with the prediction, its probabilities and the
 conditions that fired. A pool workflow that has run is re-evaluated on the
-pool whenever a newer model is promoted (`refresh_workflows`).
+pool whenever a newer model is promoted (`refresh_workflows`); a batch keeps
+the prediction of the model that made it, and pool workflows leave batch
+items to their own workflow.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from labeling.store import utcnow
 from review.conditions import Candidate, describe, evaluate, validate
 
 INLINE = "inline"  # the sampling salt of conditions given on the spot, not saved
+SOURCES = ("pool", "labels", "batch")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,18 @@ def _from_row(row: dict) -> Workflow:
         created_at=row["created_at"], updated_at=row["updated_at"])
 
 
+def check_conditions(conditions, project: Project, source: str) -> dict:
+    """The normalised conditions for a workflow watching `source`.
+
+    A batch is model predictions like the pool, so the same conditions apply
+    (and a suspected label error does not: a batch row has no given label).
+    """
+    if source not in SOURCES:
+        raise GroundworkError(f"unknown workflow source {source!r}: use one of "
+                              f"{', '.join(SOURCES)}")
+    return validate(conditions, project.classes, "pool" if source == "batch" else source)
+
+
 def _check_settings(name: str, reviewers, expiry_hours) -> tuple[str, int, float | None]:
     name = (name or "").strip()
     if not name or len(name) > 100:
@@ -93,7 +109,7 @@ def save_workflow(
 ) -> Workflow:
     """Create the workflow, or replace the settings of the one with this name."""
     name, reviewers, expiry_hours = _check_settings(name, reviewers, expiry_hours)
-    conditions = validate(conditions, project.classes, source)
+    conditions = check_conditions(conditions, project, source)
     now = utcnow()
     existing = find_workflow(db, project, name)
     row = {"project_id": project.id, "name": name, "source": source,
@@ -147,7 +163,11 @@ _NO_OPEN_TASK = """
 
 def _pool_candidates(db: sqlite_utils.Database, project: Project,
                      model_id: int | None) -> list[Candidate]:
-    """Unlabeled items the promoted model scored, without an open task (least sure first)."""
+    """Unlabeled items the promoted model scored, without an open task (least sure first).
+
+    Items a batch added are left out: their batch workflow decides about them,
+    and a batch's output must not change because another workflow ran.
+    """
     if model_id is None:
         return []
     rows = db.execute(
@@ -155,6 +175,7 @@ def _pool_candidates(db: sqlite_utils.Database, project: Project,
         SELECT p.item_id, p.predicted, p.confidence, p.probabilities
         FROM predictions p JOIN items i ON i.id = p.item_id
         WHERE p.model_version_id = ? AND i.n_labels = 0 AND {_NO_OPEN_TASK.format(col='p.item_id')}
+          AND json_extract(i.metadata, '$.review_batch') IS NULL
         ORDER BY p.confidence ASC, p.item_id ASC
         """,
         [model_id],
@@ -193,9 +214,25 @@ def _label_candidates(db: sqlite_utils.Database, project: Project) -> list[Candi
 
 
 def candidates(db: sqlite_utils.Database, project: Project, source: str) -> list[Candidate]:
+    """What a pool or labels workflow looks at now (a batch workflow: `_activated_now`)."""
     if source == "labels":
         return _label_candidates(db, project)
     return _pool_candidates(db, project, promoted_model_id(db, project))
+
+
+def _activated_now(db: sqlite_utils.Database, project: Project, conditions: dict, source: str,
+                   salt: str) -> tuple[int, list[tuple[Candidate, list]]]:
+    """(how many candidates, the activated ones with what fired) for any source.
+
+    A batch workflow re-evaluates its stored batches (`salt` is its name):
+    each batch keeps its own model's predictions and its own sample.
+    """
+    if source == "batch":
+        from review.batches import stored_activations
+
+        return stored_activations(db, project, conditions, salt)
+    pool = candidates(db, project, source)
+    return len(pool), activated(conditions, pool, salt)
 
 
 def activated(conditions: dict, pool: list[Candidate], salt: str) -> list[tuple[Candidate, list]]:
@@ -216,12 +253,14 @@ def preview(
 
     A preview over the project's labels reads the latest stored scan (see
     `review.label_issues.check_labels`); `stale` says when labels changed since.
+    A batch workflow's preview (`salt` is its name) counts what it would open
+    on the batches it already ran; a new file's preview is
+    `review.batches.preview_batch`.
     """
-    conditions = validate(conditions, project.classes, source)
-    pool = candidates(db, project, source)
-    hits = activated(conditions, pool, salt)
+    conditions = check_conditions(conditions, project, source)
+    n, hits = _activated_now(db, project, conditions, source, salt)
     by_condition = Counter(text for _, fired in hits for text in fired)
-    out = {"would_open": len(hits), "candidates": len(pool),
+    out = {"would_open": len(hits), "candidates": n,
            "by_condition": dict(by_condition), "description": describe(conditions)}
     if source == "labels":
         from review.label_issues import is_fresh, last_check
@@ -249,8 +288,14 @@ def open_tasks(
     workflow: Workflow | None = None,
     limit: int | None = None,
 ) -> int:
-    """Open a task (human loop) for each activated item; return how many were opened."""
-    conditions = validate(conditions, project.classes, source)
+    """Open a task (human loop) for each activated item; return how many were opened.
+
+    A batch workflow (`workflow` required) re-evaluates the batches it ran;
+    a new file goes through `review.batches.run_batch`.
+    """
+    conditions = check_conditions(conditions, project, source)
+    if source == "batch" and workflow is None:
+        raise GroundworkError("a batch is reviewed through a saved batch workflow: give its name")
     if source == "pool" and promoted_model_id(db, project) is None:
         raise GroundworkError(
             f"project {project.name!r} has no promoted model yet: train one "
@@ -260,9 +305,21 @@ def open_tasks(
 
         ensure_checked(db, project)
     salt = workflow.name if workflow else INLINE
-    hits = activated(conditions, candidates(db, project, source), salt)
+    _, hits = _activated_now(db, project, conditions, source, salt)
     if limit is not None:
         hits = hits[: max(int(limit), 0)]
+    rows = task_rows(project, conditions, source, workflow, hits)
+    with db.atomic():
+        db["review_tasks"].insert_all(rows, batch_size=1000)
+        if workflow is not None:
+            db["review_workflows"].update(workflow.id, {
+                "active": 1, "last_model_version_id": promoted_model_id(db, project)})
+    return len(rows)
+
+
+def task_rows(project: Project, conditions: dict, source: str, workflow: Workflow | None,
+              hits: list[tuple[Candidate, list]]) -> list[dict]:
+    """The `review_tasks` rows for activated candidates: what every loop keeps of its why."""
     now = utcnow()
     expires = _expiry(workflow.expiry_hours) if workflow else None
     rows = []
@@ -287,12 +344,7 @@ def open_tasks(
             "given_by": json.dumps(extra["given_by"]) if "given_by" in extra else None,
             "issue_score": extra.get("score") if candidate.label_error else None,
         })
-    with db.atomic():
-        db["review_tasks"].insert_all(rows, batch_size=1000)
-        if workflow is not None:
-            db["review_workflows"].update(workflow.id, {
-                "active": 1, "last_model_version_id": promoted_model_id(db, project)})
-    return len(rows)
+    return rows
 
 
 def run_workflow(db: sqlite_utils.Database, project: Project, name: str,

@@ -17,7 +17,7 @@ import cli
 from automl.metrics import metric_value
 from automl.registry import list_models, load_model
 from automl.search import tune_decision
-from automl.training import project_metric, training_set, train_project
+from automl.training import project_metric, train_project, training_set
 from labeling.errors import GroundworkError
 from labeling.importers import import_source
 from labeling.projects import get_project
@@ -134,7 +134,7 @@ def test_cli_train_metric_and_data_report(db, data_dir, wine_csv, capsys):
 def test_multi_label_roc_auc(db, tmp_path):
     rng = np.random.default_rng(0)
     rows = []
-    for i in range(160):
+    for _ in range(160):
         a, b = rng.random() < 0.5, rng.random() < 0.4
         rows.append({"x1": a + rng.normal(0, 0.3), "x2": b + rng.normal(0, 0.3),
                      "tags": "|".join(t for t, on in (("a", a), ("b", b)) if on)})

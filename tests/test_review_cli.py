@@ -121,3 +121,71 @@ def test_label_issues_json_and_route_to_review(gw, wine_csv, tmp_path):
 def test_label_issues_needs_labels(gw, spam_csv):
     gw.json("import", "mail", spam_csv, "--modality", "text", "--classes", "ham,spam")
     assert "at least 2 labels" in gw.fails("label-issues", "mail")
+
+
+def test_batch_workflow_on_a_file_preview_open_answer_export(mail, spam_csv, tmp_path):
+    from tests.test_cli import store_counts
+
+    gw, _ = mail
+    frame = pd.read_csv(spam_csv).iloc[:30]
+    path = tmp_path / "incoming.csv"
+    frame.to_csv(path, index=False)
+    before = store_counts(gw.data_dir)
+    dry = gw.json("review", "workflow", "mail", "incoming", "--below", "0.9", "--sample", "0.2",
+                  "--file", path, "--dry-run")
+    assert dry["saved"] is False and dry["preview"]["rows"] == 30
+    assert dry["preview"]["batch"] == "incoming" and dry["preview"]["would_open"] > 0
+    assert store_counts(gw.data_dir) == before  # a preview on a file writes nothing
+    saved = gw.json("review", "workflow", "mail", "incoming", "--source", "batch", "--below",
+                    "0.9", "--sample", "0.2")
+    assert saved["workflow"]["source"] == "batch" and saved["preview"]["would_open"] == 0
+
+    opened = gw.json("review", "open", "mail", "--workflow", "incoming", "--file", path)
+    assert opened["opened"] == dry["preview"]["would_open"]
+    assert opened["source"] == "batch" and opened["workflow"] == "incoming"
+    assert opened["batch"]["batch"] == "incoming" and opened["batch"]["rows"] == 30
+    assert opened["conditions"] == {"any": [{"confidence_below": 0.9}, {"sample": 0.2}]}
+    listed = gw.json("review", "batches", "mail")["batches"]
+    assert [(b["name"], b["rows"], b["opened"], b["reviewed"]) for b in listed] == [
+        ("incoming", 30, opened["opened"], 0)]
+
+    tasks = gw.json("review", "next", "mail", "--n", "100", "--workflow", "incoming")["tasks"]
+    assert len(tasks) == opened["opened"]
+    row = int(tasks[0]["key"].split(":")[-1])
+    assert tasks[0]["key"] == f"batch:incoming:{row}"
+    truth = frame["label"][row]
+    answer = gw.json("review", "answer", "mail", tasks[0]["id"], truth, "--user", "rev")
+    assert answer["status"] == "completed"
+
+    out = tmp_path / "result.csv"
+    assert gw.json("review", "batch-export", "mail", "incoming", "--out", out) == {
+        "rows": 30, "out": str(out), "batch": "incoming"}
+    result = pd.read_csv(out, dtype={"key": str})
+    assert result["key"].tolist() == [str(i) for i in range(30)]
+    done = result[result["reviewed"]]
+    assert done[["key", "final_label", "final_source", "final_by"]].values.tolist() == [
+        [str(row), truth, "review", "rev"]]
+    rest = result[~result["reviewed"]]
+    assert (rest["final_label"] == rest["predicted_label"]).all()
+    assert set(rest["final_source"]) == {"model"}
+    lines = tmp_path / "result.jsonl"
+    assert gw.json("review", "batch-export", "mail", "incoming", "--out", lines)["rows"] == 30
+    records = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert sum(r["reviewed"] for r in records) == 1 and len(records) == 30
+
+    again = gw.json("review", "workflow", "mail", "incoming", "--file", path, "--batch", "tue")
+    assert again["saved"] and again["batch"]["batch"] == "tue"
+    assert again["opened"] == again["preview"]["would_open"]
+
+    before = store_counts(gw.data_dir)
+    assert "--file needs --workflow" in gw.fails("review", "open", "mail", "--file", path)
+    assert "does not exist" in gw.fails("review", "open", "mail", "--workflow", "incoming",
+                                        "--file", tmp_path / "nope.csv")
+    assert "already has a batch 'tue'" in gw.fails("review", "open", "mail", "--workflow",
+                                                   "incoming", "--file", path, "--batch", "tue")
+    gw.json("review", "workflow", "mail", "doubts", "--below", "0.5")
+    assert "not a batch file" in gw.fails("review", "open", "mail", "--workflow", "doubts",
+                                          "--file", path)
+    assert "--source batch" in gw.fails("review", "workflow", "mail", "doubts", "--file", path)
+    assert "no batch 'nope'" in gw.fails("review", "batch-export", "mail", "nope", "--out", out)
+    assert store_counts(gw.data_dir) == before

@@ -8,6 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from automl.compare import compare_versions
+from automl.embeddings import INSTALL_HINT as EMBEDDINGS_HINT
+from automl.embeddings import available as embeddings_available
 from automl.jobs import cancel_job, latest_job, reap_stale_jobs, start_training
 from automl.metrics import DEFAULT as METRIC
 from automl.metrics import label as metric_label
@@ -84,6 +86,15 @@ ensemble = st.checkbox(
     "Try an ensemble of the best model families", value=False, key="ensemble",
     help="Soft voting over the best trial of each of the top three families, kept only if it "
     "beats the best single model on the holdout.")
+embeddings = False
+if project.modality == "text":
+    ready = embeddings_available()
+    embeddings = st.checkbox(
+        "Add sentence embeddings (all-MiniLM-L6-v2)", value=False, key="embeddings",
+        disabled=not ready,
+        help="Meaning, not just words: texts that say the same thing in other words land "
+        "close together, which helps most with few labels. Slower to train and predict. "
+        + ("" if ready else f"Not installed here: {EMBEDDINGS_HINT}."))
 report = data_report_panel(include_auto)
 metric = None
 if report is not None:
@@ -100,7 +111,7 @@ if st.button(label, key="train", type="primary"):
     try:
         require(current_account(db), "train", project)  # roles (issue 6)
         start_training(db, project, budget=float(budget), include_auto=include_auto,
-                       ensemble=ensemble, metric=metric)
+                       ensemble=ensemble, metric=metric, embeddings=embeddings)
         _report.clear()  # the remembered metric changes the report's default
     except GroundworkError as exc:
         st.error(str(exc))
@@ -209,7 +220,8 @@ if message := st.session_state.pop("train-message", None):
 model = next(m for m in models if m["version"] == chosen)
 metrics = model["metrics"]
 if how := metrics.get("how_measured"):
-    st.caption(f"v{model['version']}: {how}.")
+    features = f" Features: {metrics['features']}." if metrics.get("features") else ""
+    st.caption(f"v{model['version']}: {how}.{features}")
 
 search_tab, holdout_tab, details_tab, compare_tab = st.tabs(
     ["Search", "Holdout", "Details", "Compare"])

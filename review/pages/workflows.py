@@ -1,23 +1,46 @@
 """Workflows page: define review workflows with a live preview, and check labels for errors.
 
-A workflow watches the promoted model's predictions on the pool, or the
-project's own labels; its conditions are built from the choices below (any
+A workflow watches the promoted model's predictions on the pool, the
+project's own labels, or a batch file uploaded here (`review.batches`: its
+rows are predicted, the activated ones go to review, the rest keep the
+model's answer); its conditions are built from the choices below (any
 or all of them) or written as JSON for two-level AND/OR. The preview counts
-what it would open before anything is saved. Label issues come from
+what it would open before anything is saved. Each batch's result downloads
+as CSV or JSON Lines. Label issues come from
 `review.label_issues` (out-of-fold probabilities and cleanlab); they can be
 routed to a workflow over the project's labels in one click.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from labeling.errors import GroundworkError
 from labeling.examples import literal_markdown
-from labeling.pages.common import current_account, current_project, get_db, require
+from labeling.pages.common import (
+    current_account,
+    current_project,
+    current_user,
+    get_db,
+    require,
+)
+from labeling.queue import promoted_model_id
+from labeling.users import allowed
+from review.batches import (
+    BatchInput,
+    batch_csv,
+    batch_jsonl,
+    list_batches,
+    preview_batch,
+    read_batch,
+    run_batch,
+)
 from review.label_issues import annotator_error_rates, check_labels, label_issues, last_check
 from review.workflows import (
     delete_workflow,
@@ -33,7 +56,10 @@ project = current_project(db)
 st.title(f"Workflows · {project.name}")
 ANY_CLASS = "any class"
 SOURCES = {"pool": "Model predictions on unlabeled items",
-           "labels": "The project's own labels (error checks)"}
+           "labels": "The project's own labels (error checks)",
+           "batch": "A batch prediction on an uploaded file"}
+UPLOAD_TYPES = {"text": ["csv", "tsv", "jsonl", "ndjson"], "tabular": ["csv", "tsv"],
+                "image": ["zip", "png", "jpg", "jpeg", "gif", "bmp", "webp", "tif", "tiff"]}
 
 workflows = list_workflows(db, project)
 if workflows:
@@ -51,6 +77,30 @@ if workflows:
                  width="stretch")
 else:
     st.caption("No workflows yet: define one below.")
+
+batches = list_batches(db, project)
+if batches:
+    st.subheader("Batches")
+    st.dataframe(pd.DataFrame([{
+        "batch": b["name"], "workflow": b["workflow"], "file": b["file"], "rows": b["rows"],
+        "opened": b["opened"], "reviewed": b["reviewed"], "waiting": b["waiting"],
+        "model": f"v{b['model_version']}", "created": b["created_at"][:16].replace("T", " ")}
+        for b in batches]), hide_index=True, width="stretch", key="batches-table")
+    col = st.columns([2, 1, 1])
+    chosen_batch = col[0].selectbox("Batch result", [b["name"] for b in reversed(batches)],
+                                    key="batch-export-name")
+    may_export = allowed(current_account(db), "export", project)  # roles (issue 6)
+    col[1].download_button(
+        "Download CSV", data=lambda: batch_csv(db, project, chosen_batch),
+        file_name=f"{project.name}-{chosen_batch}.csv", mime="text/csv", key="batch-csv",
+        on_click="ignore", disabled=not may_export)
+    col[2].download_button(
+        "Download JSON Lines", data=lambda: batch_jsonl(db, project, chosen_batch),
+        file_name=f"{project.name}-{chosen_batch}.jsonl", mime="application/jsonl",
+        key="batch-jsonl", on_click="ignore", disabled=not may_export)
+    st.caption("Per row: the key, the model's prediction and confidence, whether a review "
+               "task was opened and answered, and the final label with who gave it (the "
+               "reviewer, or the model where nobody reviewed the row).")
 
 if message := st.session_state.pop("workflow-message", None):
     st.success(message)
@@ -96,6 +146,57 @@ with st.container(border=True):
         key="wf-json", placeholder='{"any": [{"confidence_below": 0.6}, {"all": '
         '[{"confidence_below": 0.9, "class": "spam"}, {"sample": 0.2}]}]}')
 
+
+def _read_upload(files: list) -> BatchInput | None:
+    """Read and predict the uploaded batch once per file (and model), not on every rerun."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.getvalue())
+    key = (digest.hexdigest(), promoted_model_id(db, project), text_column or None)
+    cached = st.session_state.get("batch-upload")
+    if cached and cached[0] == key:
+        return cached[1]
+    with tempfile.TemporaryDirectory() as work:
+        if len(files) == 1 and (project.modality != "image"
+                                or files[0].name.lower().endswith(".zip")):
+            path = Path(work) / Path(files[0].name).name
+            path.write_bytes(files[0].getvalue())
+        else:  # several images: a folder of them, as an import of a folder reads it
+            path = Path(work) / Path(files[0].name).stem
+            path.mkdir()
+            for f in files:
+                (path / Path(f.name).name).write_bytes(f.getvalue())
+        data = read_batch(db, project, path, text_column=text_column or None)
+    st.session_state["batch-upload"] = (key, data)
+    return data
+
+
+upload: BatchInput | None = None
+text_column = batch_name = ""
+if source == "batch":
+    with st.container(border=True):
+        kinds = {"text": "a CSV or JSONL file with a text column",
+                 "tabular": "a CSV file with the project's columns",
+                 "image": "a zip of images, or image files"}[project.modality]
+        files = st.file_uploader(
+            f"Batch to predict and review: {kinds}", type=UPLOAD_TYPES[project.modality],
+            accept_multiple_files=project.modality == "image", key="wf-batch-file")
+        files = [f for f in (files if isinstance(files, list) else [files]) if f is not None]
+        col = st.columns(2)
+        batch_name = col[0].text_input("Batch name (default: the file's name)",
+                                       key="wf-batch-name").strip()
+        if project.modality == "text":
+            text_column = col[1].text_input("Text column", value="text",
+                                            key="wf-batch-text-column").strip()
+        if files:
+            try:
+                with st.spinner("Predicting the batch with the promoted model..."):
+                    upload = _read_upload(files)
+            except GroundworkError as exc:
+                st.error(str(exc))
+        else:
+            st.caption("Without a file, saving re-evaluates the batches this workflow ran.")
+
 conditions: dict | None
 if advanced.strip():
     try:
@@ -117,8 +218,16 @@ instructions = st.text_area("Instructions for reviewers (Markdown)", key="wf-ins
 shown = None
 if conditions is not None:
     try:
-        shown = preview(db, project, conditions, source=source, salt=name or "preview")
         stale = ""
+        if source == "batch" and upload is not None:
+            shown = preview_batch(db, project, conditions, upload, workflow=name or "preview",
+                                  batch=batch_name or None)
+            stale = (f" on the {shown['rows']} rows of batch {literal_markdown(shown['batch'])}"
+                     f" (model v{shown['model_version']})")
+            if shown["skipped"]:
+                stale += f"; {len(shown['skipped'])} rows skipped (empty or too long)"
+        else:
+            shown = preview(db, project, conditions, source=source, salt=name or "preview")
         if source == "labels" and not shown.get("checked"):
             stale = " (the labels have not been checked yet: saving and opening checks them)"
         elif shown.get("stale"):
@@ -139,7 +248,13 @@ def _save(open_now: bool) -> None:
                                  expiry_hours=float(expiry) if expiry > 0 else None,
                                  instructions=instructions)
         text = f"Saved workflow {workflow.name}"
-        if open_now:
+        if open_now and source == "batch" and upload is not None:
+            batch = run_batch(db, project, workflow.name, upload, name=batch_name or None,
+                              user=current_user())
+            text += (f"; batch {literal_markdown(batch['batch'])}: predicted "
+                     f"{batch['rows']} rows with model v{batch['model_version']}, opened "
+                     f"{batch['opened']} review tasks")
+        elif open_now:
             opened = run_workflow(db, project, workflow.name)
             text += f"; opened {opened} review tasks"
         st.session_state["workflow-message"] = text
