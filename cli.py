@@ -120,12 +120,24 @@ def cmd_next(args: argparse.Namespace) -> int:
 
     db = _open(args)
     project = _project(db, args.project)
-    items = next_items(db, project, n=args.n, strategy=args.strategy, user=args.user)
+    if args.no_lease:  # a look at the queue: nothing is held for anyone
+        items = next_items(db, project, n=args.n, strategy=args.strategy, user=args.user)
+        waiting = 0
+    else:  # concurrent annotators (issue 6): what is served is leased to --user
+        from labeling.leases import default_lease_seconds, lease_next_items, leased_by_others
+
+        seconds = default_lease_seconds() if args.lease is None else args.lease
+        items = lease_next_items(db, project, n=args.n, user=args.user, seconds=seconds,
+                                 strategy=args.strategy)
+        waiting = leased_by_others(db, project, args.user) if len(items) < args.n else 0
     if args.json:
-        _print_json({"items": items})
+        _print_json({"items": items, "leased_by_others": waiting})
     else:
         for item in items:
             print(f"{item['id']}\t{item['key']}\t{item['reason']}")
+        if waiting:
+            print(f"{waiting} more item(s) are being labeled by others; try again in a minute",
+                  file=sys.stderr)
     return 0
 
 
@@ -146,6 +158,9 @@ def cmd_label(args: argparse.Namespace) -> int:
         is not None
     annotation_id = record_annotation(db, project, item_id, args.label, user=args.user,
                                       submission_id=args.submission_id)
+    from labeling.leases import release_lease
+
+    release_lease(db, project, item_id, args.user)  # the item `next` leased to --user is done
     if not args.no_refit and not resent:
         from automl.refit import maybe_refit
 
@@ -168,7 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         job_id = start_training(db, project, budget=args.budget,
                                 include_auto=args.include_auto, ensemble=args.ensemble,
-                                metric=args.metric, embeddings=args.embeddings)
+                                metric=args.metric, embeddings=args.embeddings,
+                                model_families=_families(args.families))
         if args.json:
             _print_json({"job": job_id})
         else:
@@ -189,7 +205,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                            include_auto=args.include_auto, storage_url=args.storage,
                            study_name=args.study, on_study=announce,
                            ensemble=args.ensemble, metric=args.metric,
-                           embeddings=args.embeddings)
+                           embeddings=args.embeddings, model_families=_families(args.families))
     if args.json:
         _print_json(result)
     else:
@@ -202,6 +218,10 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{'promoted' if result['promoted'] else 'not promoted'}"
         )
     return 0
+
+
+def _families(text: str | None) -> list[str] | None:
+    return [f for f in (text or "").split(",") if f.strip()] or None
 
 
 def cmd_data_report(args: argparse.Namespace) -> int:
@@ -1022,6 +1042,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default=None,
                    choices=["uncertainty", "margin", "entropy", "random", "batch"],
                    help="default: the project's strategy (`groundwork settings --strategy`)")
+    p.add_argument("--lease", type=float, default=None, metavar="SECONDS",
+                   help="hold the items served for --user this long, so other annotators are "
+                   "served others (default: $GROUNDWORK_LEASE_SECONDS or 300); `label` frees one")
+    p.add_argument("--no-lease", action="store_true",
+                   help="only look at the queue: lease nothing")
 
     p = add("label", cmd_label, "record a human label for an item")
     p.add_argument("project")
@@ -1049,6 +1074,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="objective metric, a scikit-learn scorer name that fits "
                    "the problem type (see `groundwork data-report`: metrics); remembered for "
                    "the project's next runs. Default: balanced_accuracy for classification")
+    p.add_argument("--families", help="search only these model families, comma-separated "
+                   "(e.g. logistic_regression,random_forest); default: every family for the "
+                   "modality")
     p.add_argument("--embeddings", action="store_true",
                    help="text projects: add all-MiniLM-L6-v2 sentence embeddings to the "
                    "features (the optional extra: pip install -e \".[embeddings]\")")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import sqlite_utils
 
+from automl.search import choose_families
 from automl.training import JobCancelled, check_embeddings, train_project, validate_training
 from labeling.errors import GroundworkError
 from labeling.projects import Project, get_project
@@ -62,10 +63,12 @@ def start_training(
     ensemble: bool = False,
     metric: str | None = None,
     embeddings: bool = False,
+    model_families: list[str] | None = None,
 ) -> int:
     """Queue a training run and start its process; refuse what would fail anyway, now."""
     if embeddings:
         check_embeddings(project)
+    choose_families(project.modality, model_families)  # refuse unknown names now
     validate_training(db, project, include_auto=include_auto, metric=metric)
     reap_stale_jobs(db)
     running = db.execute(
@@ -84,7 +87,8 @@ def start_training(
             "params": json.dumps({"budget": float(budget), "seed": int(seed),
                                   "include_auto": bool(include_auto),
                                   "ensemble": bool(ensemble), "metric": metric or None,
-                                  "embeddings": bool(embeddings)}),
+                                  "embeddings": bool(embeddings),
+                                  "model_families": list(model_families or [])}),
             "progress": json.dumps({"trials": 0, "best": None, "elapsed": 0.0,
                                     "budget": float(budget)}),
             "created_at": utcnow(),
@@ -190,6 +194,7 @@ def run_job(data_dir: str | Path, job_id: int) -> str:
                              ensemble=bool(params.get("ensemble", False)),
                              metric=params.get("metric") or None,
                              embeddings=bool(params.get("embeddings", False)),
+                             model_families=params.get("model_families") or None,
                              progress=progress, should_stop=should_stop)
 
     try:

@@ -106,6 +106,24 @@ def families(modality: str) -> list[str]:
     return out
 
 
+def choose_families(modality: str, wanted: list[str] | None) -> list[str]:
+    """The families a search may use: all of the modality's, or the user's subset of them.
+
+    Like Autopilot's algorithm selection: a team that must ship, say, a linear
+    model (to explain it, or for its speed) restricts the search to it.
+    """
+    available = families(modality)
+    if not wanted:
+        return available
+    wanted = [w.strip() for w in wanted if w and w.strip()]
+    unknown = [w for w in wanted if w not in available]
+    if unknown or not wanted:
+        raise GroundworkError(
+            f"model families {', '.join(repr(u) for u in unknown) or '(none)'} are not "
+            f"available for {modality} projects here: choose from {', '.join(available)}")
+    return [f for f in available if f in wanted]
+
+
 PREFIX = {"logistic_regression": "lr", "linear_svm": "svm", "complement_nb": "nb",
           "knn": "knn", "random_forest": "rf", "extra_trees": "et",
           "hist_gradient_boosting": "hgb", "lightgbm": "lgbm", "xgboost": "xgb",
@@ -612,7 +630,7 @@ def storage_for(data_dir: Path, project_id: int, url: str | None = None):
 
 
 def create_study(storage, name: str, seed: int, attrs: dict,
-                 warm_start: list[dict] = ()) -> optuna.Study:
+                 warm_start: list[dict] = (), choices: list[str] | None = None) -> optuna.Study:
     study = optuna.create_study(
         study_name=name, storage=storage, direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
@@ -624,6 +642,8 @@ def create_study(storage, name: str, seed: int, attrs: dict,
     for params in [DEFAULT_TRIAL, *warm_start]:
         # A tuned decision rule is measured again by the trial, not fixed.
         params = {k: v for k, v in (params or {}).items() if k not in DECISION_KEYS}
+        if choices is not None and params.get("model") not in choices:
+            continue  # a family the user left out of this search
         if params and params not in seen:
             study.enqueue_trial(params, skip_if_exists=True)
             seen.append(params)

@@ -48,6 +48,7 @@ from automl.registry import load_model, promoted_model, save_artifact, score_poo
 from automl.search import (
     METRIC,
     SearchProblem,
+    choose_families,
     completed,
     create_study,
     families,
@@ -235,7 +236,8 @@ def set_project_metric(db: sqlite_utils.Database, project: Project, metric: str 
 
 def search_problem(project: Project, data: TrainingSet, seed: int,
                    worker: str = "main", metric: str = METRIC,
-                   embeddings: bool = False) -> SearchProblem:
+                   embeddings: bool = False,
+                   choices: list[str] | None = None) -> SearchProblem:
     """The same problem for the main run and every worker: features fitted once, same folds.
 
     Unsupervised feature steps are fitted once for the search (the final
@@ -248,7 +250,8 @@ def search_problem(project: Project, data: TrainingSet, seed: int,
         F_train = make_features(project.modality, X_train,
                                 embeddings=embeddings).fit_transform(X_train)
     return SearchProblem(F_train=F_train, y_train=y_train, multi_label=project.multi_label,
-                         choices=families(project.modality), seed=seed, worker=worker,
+                         choices=choices or families(project.modality), seed=seed,
+                         worker=worker,
                          metric=metric)
 
 
@@ -303,6 +306,7 @@ def train_project(
     ensemble: bool = False,
     metric: str | None = None,
     embeddings: bool = False,
+    model_families: list[str] | None = None,
 ) -> dict:
     """Search, fit, measure, save, maybe promote, and score the pool with the promoted model.
 
@@ -314,7 +318,8 @@ def train_project(
     the project's remembered choice, else the problem type's default. An
     explicit `metric` is remembered for the project's next runs. `embeddings`
     adds sentence embeddings to a text project's features (`automl.embeddings`,
-    an optional extra).
+    an optional extra). `model_families` restricts the search to some of the
+    modality's families (`automl.search.choose_families`).
     """
     if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
         raise GroundworkError(f"the time budget must be a positive number of seconds, not "
@@ -325,6 +330,7 @@ def train_project(
     search_deadline = deadline - budget / 6 if ensemble else deadline
     if embeddings:
         check_embeddings(project)
+    choices = choose_families(project.modality, model_families)
     data = training_set(db, project, include_auto=include_auto)
     checked = training_report(db, project, data=data, metric=metric)
     raise_if_blocking(checked)
@@ -337,7 +343,8 @@ def train_project(
     X_train, _ = data.part(~data.holdout)
     X_hold, _ = data.part(data.holdout)
     y_train, y_hold, fitted_classes = _targets(project, data)
-    problem = search_problem(project, data, seed, metric=metric, embeddings=embeddings)
+    problem = search_problem(project, data, seed, metric=metric, embeddings=embeddings,
+                             choices=choices)
     n = len(y_train)
     splits = problem.splits
 
@@ -349,7 +356,7 @@ def train_project(
     study = create_study(storage, name, seed, {
         "deadline": search_deadline, "snapshot_hash": data.snapshot_hash, "project_id": project.id,
         "include_auto": include_auto, "seed": seed, "budget": budget, "metric": metric,
-        "embeddings": embeddings}, warm)
+        "embeddings": embeddings, "families": choices}, warm, choices)
     if on_study is not None:
         on_study(name)
 
@@ -421,6 +428,7 @@ def train_project(
         "ensemble": ensembled,
         "metric": metric,
         "features": feature_description(project.modality, embeddings),
+        "families": problem.choices,
         "how_measured": (
             f"cv: mean {metric_label(metric)} over {len(splits)} cross-validation folds of the "
             f"{n} training labels; holdout: {metric_label(metric)} on "
@@ -627,7 +635,8 @@ def run_worker(
     study = load_study(storage, study_name, seed=seed + abs(hash(name)) % 10_000)
     problem = search_problem(project, data, seed, worker=name,
                              metric=str(attrs.get("metric") or METRIC),
-                             embeddings=bool(attrs.get("embeddings")))
+                             embeddings=bool(attrs.get("embeddings")),
+                             choices=attrs.get("families") or None)
     before = sum(t.user_attrs.get("worker") == name for t in study.trials)
     run_search(problem, study, float(attrs["deadline"]))
     ran = sum(t.user_attrs.get("worker") == name for t in study.trials) - before

@@ -417,6 +417,33 @@ def _migration_users(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+def _migration_leases(db: sqlite_utils.Database) -> None:
+    """Queue leases (`labeling.leases`): which item is being shown to whom, until when.
+
+    While a lease is live the queue keeps the item from other people (up to the
+    answers the project still wants for it), so two annotators are not served
+    the same item. A lease is short, renewed when its holder asks again, freed
+    by an answer, a skip or expiry, and never the only record of anything: an
+    expired or lost lease just makes the item available again. One row per
+    (item, person); `reason` keeps why the queue chose the item. Statement by
+    statement, in the migration's transaction.
+    """
+    for sql in (
+        """CREATE TABLE leases (
+            item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+            user TEXT NOT NULL,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            reason TEXT NOT NULL DEFAULT 'random',
+            leased_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            PRIMARY KEY (item_id, user)
+        )""",
+        "CREATE INDEX leases_project ON leases(project_id, expires_at)",
+        "CREATE INDEX leases_user ON leases(project_id, user, leased_at)",
+    ):
+        db.execute(sql)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
@@ -427,6 +454,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_submission_ids,
     _migration_review_workflows,
     _migration_users,
+    _migration_leases,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

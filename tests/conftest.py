@@ -7,6 +7,7 @@ scikit-learn's wine data; text is a small SpamAssassin subset (tests/data).
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,22 @@ from sklearn.datasets import load_digits, load_wine
 from labeling.store import connect
 
 TESTS = Path(__file__).parent
+
+
+_MAIN = sys.modules["__main__"]
+
+
+@pytest.fixture(autouse=True)
+def _restore_main():
+    """Put pytest's `__main__` back after each test.
+
+    Streamlit's AppTest runs a page as `__main__` and leaves it there; a process
+    started later with multiprocessing's "spawn" re-runs the parent's `__main__`
+    file first, and would then run that page (and die) instead of the test's
+    worker function.
+    """
+    yield
+    sys.modules["__main__"] = _MAIN
 
 
 @pytest.fixture

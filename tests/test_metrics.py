@@ -144,3 +144,23 @@ def test_multi_label_roc_auc(db, tmp_path):
                   classes=["a", "b"])
     result = train_project(db, get_project(db, "tags"), budget=3, metric="roc_auc")
     assert result["metric"] == "roc_auc" and 0.8 < result["cv"] <= 1.0
+
+
+def test_the_search_can_be_restricted_to_some_families(db, data_dir, wine_csv, capsys):
+    import_source(db, "wine", wine_csv, "tabular", label_column="cultivar")
+    project = get_project(db, "wine")
+    result = train_project(db, project, budget=4, model_families=["knn", "random_forest"])
+    model = list_models(db, project)[0]
+    tried = {row["model"] for row in model["metrics"]["leaderboard"]}
+    assert tried <= {"knn", "random_forest"} and result["estimator"] in tried
+    assert model["metrics"]["families"] == ["random_forest", "knn"]
+    before = db["model_versions"].count
+    with pytest.raises(GroundworkError, match="choose from logistic_regression"):
+        train_project(db, project, budget=2, model_families=["deep_net"])
+    code = cli.main(["train", "wine", "--families", "linear_svm,nope", "--budget", "2",
+                     "--data-dir", str(data_dir)])
+    assert code != 0 and "'nope'" in capsys.readouterr().err
+    assert db["model_versions"].count == before
+    assert cli.main(["train", "wine", "--families", "linear_svm", "--budget", "2", "--json",
+                     "--data-dir", str(data_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["estimator"] == "linear_svm"

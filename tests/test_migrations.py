@@ -19,6 +19,7 @@ import pytest
 
 from automl.registry import list_models, promoted_model
 from labeling.annotations import current_labels, record_annotation, retract_annotation
+from labeling.leases import lease_next_items, live_leases, release_lease
 from labeling.projects import get_project, project_counts
 from labeling.queue import next_items
 from labeling.splits import in_holdout
@@ -213,5 +214,31 @@ def test_a_store_of_every_earlier_version_opens_intact_and_usable(version, tmp_p
     # The multi-label project wanting two answers per item (from v4 on) still consolidates.
     record_annotation(db, topics, 33, ["money", "tech"], user="ann")
     assert len(current_labels(db, topics, curated_only=True)) >= 1
+
+    # Several annotators at once (queue leases): an upgraded store serves disjoint items.
+    assert db["leases"].count == 0
+    ann = [i["id"] for i in lease_next_items(db, mail, n=3, user="ann")]
+    bob = [i["id"] for i in lease_next_items(db, mail, n=3, user="bob")]
+    assert len(set(ann)) == 3 and len(set(bob)) == 3 and not set(ann) & set(bob)
+    assert not set(ann + bob) & {*range(1, 11), 12, 13, 14}  # nothing answered is leased
+    assert [i["id"] for i in lease_next_items(db, mail, n=1, user="ann")] == ann[:1]
+    release_lease(db, mail, ann[0], "ann")
+    assert {lease["user"] for lease in live_leases(db, mail)} == {"ann", "bob"}
+    # topics wants two answers: ann answered item 31, so she is not handed it again.
+    assert 31 not in {i["id"] for i in lease_next_items(db, topics, n=10, user="ann")}
+    db.conn.close()
+
+
+def test_the_leases_migration_adds_its_table_and_indexes_in_one_step(tmp_path):
+    data_dir = tmp_path / "store"
+    db = connect(data_dir, migrate_to=SCHEMA_VERSION - 1)
+    assert "leases" not in db.table_names()
+    db.conn.close()
+    db = connect(data_dir)
+    assert "leases" in db.table_names()
+    assert {"leases_project", "leases_user"} <= {
+        r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                 "AND tbl_name = 'leases'")}
+    assert db.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     db.conn.close()
 

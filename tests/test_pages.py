@@ -7,6 +7,7 @@ buttons are clicked through AppTest to check what each page records.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +33,21 @@ def store(db, data_dir, monkeypatch):
     return db, project
 
 
-def page(path: str, project: str | None = "mail") -> AppTest:
+def page(path: str, project: str | None = "mail", user: str = "ann") -> AppTest:
     at = AppTest.from_file(str(ROOT_DIR / path), default_timeout=30)
     if project:
         at.session_state["project_name"] = project
-    at.session_state["user"] = "ann"
+    at.session_state["user"] = user
     return at.run()
 
 
 def button(at: AppTest, key: str):
-    return next(b for b in at.button if b.key == key)
+    """The button keyed `key`, or `key-<item id>` (the Label page keys its answer buttons by
+    the item shown, so a stale key press cannot answer another item)."""
+    exact = [b for b in at.button if b.key == key]
+    if exact:
+        return exact[0]
+    return next(b for b in at.button if re.fullmatch(rf"{re.escape(key)}-\d+", b.key or ""))
 
 
 def test_label_page_records_answers_skips_and_undoes(store):
@@ -173,3 +179,53 @@ def test_label_history_back_change_forward_and_backspace_undo(store):
     button(at, "undo-backspace").click().run()  # Backspace undoes like U
     assert db.execute("SELECT count(*) FROM annotations WHERE retracted_at IS NULL"
                       ).fetchone()[0] == 1
+
+
+def test_a_second_key_press_for_an_answered_item_never_answers_the_next(store):
+    """Issue 3: "1" pressed twice quickly. The browser still shows the first item when the
+    second press leaves it, so it reports a press of the first item's button; by then the
+    server has moved on to the second item. That press must change nothing."""
+    db, project = store
+    at = page("labeling/pages/label.py")
+    first = at.text[0].value
+    pressed = button(at, "cls-0").click()
+    stale = pressed._widget_state  # what the browser sends for the second press
+    at.run()
+    second = at.text[0].value
+    assert second != first
+    states = at._tree.get_widget_states()  # the page as the server now has it ...
+    states.widgets.append(stale)  # ... plus the press for the first item's button
+    at._run(states)
+    assert not at.exception
+    rows = list(db.query("SELECT i.content, a.labels FROM annotations a JOIN items i "
+                         "ON i.id = a.item_id"))
+    assert rows == [{"content": first, "labels": '["ham"]'}]  # one answer, on the first item
+    assert at.text[0].value == second  # the second item waits for an answer of its own
+    button(at, "cls-1").click().run()
+    assert db.execute("SELECT count(*) FROM annotations").fetchone()[0] == 2
+
+
+def test_the_label_page_leases_its_item_and_a_reload_shows_it_again(store):
+    """Issue 6: the item shown is leased to its annotator; another annotator is shown
+    another item, and when all are held the page says so instead of "every item"."""
+    db, project = store
+    at = page("labeling/pages/label.py")
+    shown = at.text[0].value
+    assert [r["user"] for r in db.query("SELECT user FROM leases")] == ["ann"]
+    assert page("labeling/pages/label.py").text[0].value == shown  # a reload: same item
+    from labeling.leases import lease_next_items, release_lease
+
+    held = lease_next_items(db, project, n=10, user="bob")
+    assert len(held) == 5
+    assert shown not in {db["items"].get(r["id"])["content"] for r in held}
+    at = page("labeling/pages/label.py", user="carol")
+    assert not at.exception and not at.text and not at.success
+    assert at.info[0].value == ("All remaining items are being labeled by others; try again "
+                                "in a minute.")
+    button(at, "retry").click().run()
+    assert "try again in a minute" in at.info[0].value
+    release_lease(db, project, held[0]["id"], "bob")  # bob skips one: carol can have it
+    button(at, "retry").click().run()
+    assert at.text[0].value == db["items"].get(held[0]["id"])["content"]
+    button(at, "cls-0").click().run()  # answered; the rest is still held by ann and bob
+    assert "being labeled by others" in at.info[0].value

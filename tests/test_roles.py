@@ -118,13 +118,20 @@ def test_navigation_holds_exactly_the_pages_a_role_may_use(store, role):
                 at.switch_page(path)
 
 
+def class_button(at: AppTest, index: int):
+    """The Label page's button for class `index`: keyed by the item shown, `cls-{i}-{item}`."""
+    return next(b for b in at.button if re.fullmatch(rf"cls-{index}-\d+", b.key or ""))
+
+
 def _trigger(at: AppTest, path: str) -> AppTest:
     """Do the page's main action, the way the page offers it."""
+    if Path(path).name == "label.py":
+        return class_button(at, 0).click().run()
     if path.endswith("projects.py"):
         at.text_input[0].input("new-project")
         at.file_uploader[0].set_value(("notes.csv", b"text\nhello\n", "text/csv"))
         return next(b for b in at.button if b.label == "Import").click().run()
-    key = {"label.py": "cls-0", "autolabel.py": "autolabel-revert", "savings.py": "refit-now",
+    key = {"autolabel.py": "autolabel-revert", "savings.py": "refit-now",
            "review_tasks.py": "accept", "workflows.py": "check-labels",
            "train.py": "train"}.get(Path(path).name)
     if key is None:  # users, audit: the page itself is the action
@@ -140,7 +147,7 @@ FORBIDDEN = [(role, path) for role in ROLES for path, action in PAGES.items()
 def test_a_forbidden_action_is_refused_on_the_server(store, role, path):
     db, project, tokens = store
     before = {t: db[t].count for t in ("annotations", "review_tasks", "jobs", "projects",
-                                       "review_answers")}
+                                       "review_answers", "leases")}
     at = _trigger(run(path, tokens[role]), path)
     name = ROLES[role]
     refusal = f"{name} is an? {role} and may not {ACTIONS[PAGES[path]]}: ask an admin"
@@ -153,10 +160,33 @@ def test_a_forbidden_action_is_refused_on_the_server(store, role, path):
 def test_an_annotator_labels_under_their_own_name_only(store):
     db, project, tokens = store
     at = run("labeling/pages/label.py", tokens["annotator"], user="mallory")
-    at.button(key="cls-1").click().run()
+    class_button(at, 1).click().run()
     assert not at.exception
     rows = list(db.query("SELECT user, labels FROM annotations WHERE source = 'human'"))
     assert rows == [{"user": "ann", "labels": '["spam"]'}]
+    assert [r["user"] for r in db.query("SELECT user FROM leases")] == ["ann"]  # the next item
+
+
+def test_answers_per_item_is_shown_as_a_setting_only_to_who_may_change_it(store):
+    """Issue 6: the project setting is an admin's widget; annotators see it read only, with
+    the agreement and pace."""
+    db, project, tokens = store
+    at = run("labeling/pages/label.py", tokens["annotator"])
+    assert not at.exception
+    assert not [w for w in at.number_input if w.key == "answers-per-item"]
+    assert any(c.value.startswith("Each item goes to one person") for c in at.caption)
+    labels = [e.label for e in at.expander]
+    assert "Annotators: answers per item and agreement" in labels
+    assert "Pace: labels per hour, per person" in labels
+    assert not at.error
+    at = run("labeling/pages/label.py", tokens["admin"])
+    setting = at.number_input(key="answers-per-item")
+    assert setting.value == 1
+    setting.set_value(2).run()
+    assert not at.exception and not at.error
+    assert db["projects"].get(project.id)["annotations_per_item"] == 2
+    at = run("labeling/pages/label.py", tokens["annotator"])
+    assert any(c.value.startswith("Each item goes to 2 different people") for c in at.caption)
 
 
 def test_a_reviewer_answers_review_tasks(store):

@@ -13,7 +13,8 @@ from automl.embeddings import available as embeddings_available
 from automl.jobs import cancel_job, latest_job, reap_stale_jobs, start_training
 from automl.metrics import DEFAULT as METRIC
 from automl.metrics import label as metric_label
-from automl.registry import list_models, promote, rollback
+from automl.registry import list_models
+from automl.search import families, promote, rollback
 from automl.snapshots import list_snapshots
 from automl.training import study_trials, training_report
 from automl.views import (
@@ -86,6 +87,12 @@ ensemble = st.checkbox(
     "Try an ensemble of the best model families", value=False, key="ensemble",
     help="Soft voting over the best trial of each of the top three families, kept only if it "
     "beats the best single model on the holdout.")
+all_families = families(project.modality)
+chosen_families = st.multiselect(
+    "Model families", all_families, default=all_families, key="families",
+    format_func=lambda f: f.replace("_", " "),
+    help="The search tries only these (like Autopilot's algorithm selection): keep a "
+    "linear model only, for instance, when it must be explained or be fast.")
 embeddings = False
 if project.modality == "text":
     ready = embeddings_available()
@@ -110,8 +117,13 @@ label = "Retrain from corrected labels" if models else "Train model"
 if st.button(label, key="train", type="primary"):
     try:
         require(current_account(db), "train", project)  # roles (issue 6)
+        if not chosen_families:
+            raise GroundworkError("no model family chosen: pick at least one under "
+                                  "Model families")
         start_training(db, project, budget=float(budget), include_auto=include_auto,
-                       ensemble=ensemble, metric=metric, embeddings=embeddings)
+                       ensemble=ensemble, metric=metric, embeddings=embeddings,
+                       model_families=chosen_families
+                       if set(chosen_families) != set(all_families) else None)
         _report.clear()  # the remembered metric changes the report's default
     except GroundworkError as exc:
         st.error(str(exc))

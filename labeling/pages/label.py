@@ -1,7 +1,11 @@
 """Label page: one item at a time, keyboard first (1..9 classes, S skip, U undo).
 
 The loop runs in a fragment so an answer re-renders only the item; the next
-item comes from `next_items`, an indexed query over stored model scores.
+item comes from `lease_next_items`: `next_items` (an indexed query over stored
+model scores) without the items other annotators hold, leased to this person
+for a few minutes so two people are not shown the same item (issue 6).
+Answer buttons are keyed by item, so a key press meant for one item can never
+land on the next one (issue 3).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from labeling.autolabel import auto_label_count
 from labeling.consolidation import agreement
 from labeling.hooks import answers_saved
 from labeling.items import get_item
+from labeling.leases import default_lease_seconds, lease_item, lease_next_items, release_lease
 from labeling.pages.common import (
     current_account,
     current_project,
@@ -39,6 +44,7 @@ from labeling.queue import (
     promoted_model_id,
     queue_suggestion,
 )
+from labeling.users import allowed
 
 db = get_db()
 project = current_project(db)
@@ -102,34 +108,43 @@ def _state(project: Project) -> dict:
     )
 
 
-def _answer(project: Project, labels: list[str]) -> None:
+def _answer(project: Project, labels: list[str], item_id: int | None = None) -> None:
+    """Record an answer to the item shown; `item_id` is the item the pressed button was drawn
+    for, so a press that arrives after the page moved on is dropped, never given to the
+    next item (issue 3)."""
     state = _state(project)
     if state.get("cursor") is not None and labels:
-        _change(project, labels)
+        _change(project, labels, item_id)
         return
-    item_id = state["current"]
-    if item_id is None or not labels:
+    current = state["current"]
+    if current is None or not labels:
         return
+    if item_id is not None and item_id != current:
+        return  # a stale key press for an item no longer on screen
     duration = int((time.monotonic() - (state["shown_at"] or time.monotonic())) * 1000)
     require(current_account(db), "label", project)  # roles (issue 6)
+    user = current_user()
     annotation_id = record_annotation(
-        db, project, item_id, labels, user=current_user(), source="human", duration_ms=duration
+        db, project, current, labels, user=user, source="human", duration_ms=duration
     )
-    state["history"] = (state["history"] + [(annotation_id, item_id)])[-10:]
+    release_lease(db, project, current, user)  # answered: the item's lease is done (issue 6)
+    state["history"] = (state["history"] + [(annotation_id, current)])[-10:]
     state["message"] = f"Saved {', '.join(labels)}"
     state["current"], state["selected"] = None, []
     answers_saved(db, project)
 
 
-def _change(project: Project, labels: list[str]) -> None:
+def _change(project: Project, labels: list[str], item_id: int | None = None) -> None:
     """A new answer to an item from the history replaces the old one (which stays on record)."""
     state = _state(project)
-    old_id, item_id = state["history"][state["cursor"]]
+    old_id, shown = state["history"][state["cursor"]]
+    if item_id is not None and item_id != shown:
+        return  # a stale key press for another answer of the history
     require(current_account(db), "label", project)  # roles (issue 6)
-    new_id = record_annotation(db, project, item_id, labels, user=current_user(),
+    new_id = record_annotation(db, project, shown, labels, user=current_user(),
                                source="human", duration_ms=None)
     retract_annotation(db, project, old_id)
-    state["history"][state["cursor"]] = (new_id, item_id)
+    state["history"][state["cursor"]] = (new_id, shown)
     state["message"] = f"Changed to {', '.join(labels)}"
     state["selected"] = []
     answers_saved(db, project)
@@ -164,6 +179,7 @@ def _skip(project: Project) -> None:
         return
     if state["current"] is not None:
         state["skipped"].append(state["current"])
+        release_lease(db, project, state["current"], current_user())  # free it for others
     state["message"] = "Skipped"
     state["current"], state["selected"] = None, []
 
@@ -177,6 +193,7 @@ def _undo(project: Project) -> None:
     annotation_id, item_id = state["history"].pop()
     state["cursor"] = None
     retract_annotation(db, project, annotation_id)
+    lease_item(db, project, item_id, current_user(), default_lease_seconds())  # back on screen
     state["message"] = "Undone: the item is back"
     state["current"], state["selected"], state["shown_at"] = item_id, [], time.monotonic()
 
@@ -189,21 +206,27 @@ def _toggle(project: Project, label: str) -> None:
         selected.append(label)
 
 
-def _buttons(project: Project, state: dict, suggestion: dict | None) -> None:
-    """Classes 1..9, Enter, S, U/Backspace and the arrows: every action has a key."""
+def _buttons(project: Project, state: dict, suggestion: dict | None, item_id: int) -> None:
+    """Classes 1..9, Enter, S, U/Backspace and the arrows: every action has a key.
+
+    The answer buttons' keys name the item (`cls-{i}-{item_id}`, `submit-...`,
+    `accept-...`): a second press of a shortcut that reaches the server after
+    the page moved on is a press of a button that no longer exists, and
+    `_answer` drops it, instead of answering the next item unseen (issue 3).
+    """
     with st.container(horizontal=True, key="class-buttons"):
         for i, label in enumerate(project.classes):
             if project.multi_label:
                 picked = label in state["selected"]
                 st.button(
-                    label, key=f"cls-{i}", shortcut=shortcut_for(i),
+                    label, key=f"cls-{i}-{item_id}", shortcut=shortcut_for(i),
                     type="primary" if picked else "secondary",
                     on_click=_toggle, args=(project, label),
                 )
             else:
                 st.button(
-                    label, key=f"cls-{i}", shortcut=shortcut_for(i),
-                    on_click=_answer, args=(project, [label]),
+                    label, key=f"cls-{i}-{item_id}", shortcut=shortcut_for(i),
+                    on_click=_answer, args=(project, [label], item_id),
                 )
     suggested = [c for c in (suggestion or {}).get("predicted", []) if c in project.classes]
     with st.container(horizontal=True, key="actions"):
@@ -212,14 +235,14 @@ def _buttons(project: Project, state: dict, suggestion: dict | None) -> None:
             st.button(
                 "Submit" if state["selected"] or not suggested else
                 f"Accept {', '.join(suggested)}",
-                key="submit", shortcut="Enter", type="primary",
-                on_click=lambda: _answer(project, list(state["selected"]) or suggested),
+                key=f"submit-{item_id}", shortcut="Enter", type="primary",
+                on_click=lambda: _answer(project, list(state["selected"]) or suggested, item_id),
                 disabled=not (state["selected"] or suggested),
             )
         elif suggested:
             st.button(
-                f"Accept {suggested[0]}", key="accept", shortcut="Enter", type="primary",
-                on_click=_answer, args=(project, suggested[:1]),
+                f"Accept {suggested[0]}", key=f"accept-{item_id}", shortcut="Enter",
+                type="primary", on_click=_answer, args=(project, suggested[:1], item_id),
             )
         st.button("Skip", key="skip", shortcut="S", on_click=_skip, args=(project,))
         st.button("Undo", key="undo", shortcut="U", on_click=_undo, args=(project,),
@@ -245,7 +268,7 @@ def _show_history(project: Project, state: dict) -> None:
         "← and → move through your answers, → past the last returns to the queue."
     )
     show_item(db, project, get_item(db, project, item_id))
-    _buttons(project, state, None)
+    _buttons(project, state, None, item_id)
 
 
 @st.fragment
@@ -260,14 +283,32 @@ def labeling_loop() -> None:
         _show_history(project, state)
         return
     state["cursor"] = None
+    user = current_user()
     if state["current"] is None:
-        picked = next_items(db, project, n=1, exclude=state["skipped"], user=current_user())
-        if not picked and state["skipped"]:
-            state["skipped"] = []
-            picked = next_items(db, project, n=1, user=current_user())
+        if allowed(current_account(db), "label", project):
+            # Leased to this person for a few minutes: others are served other items, and a
+            # reload shows this one again (issue 6). Answer, skip or expiry frees it.
+            seconds = default_lease_seconds()
+            picked = lease_next_items(db, project, n=1, user=user, seconds=seconds,
+                                      exclude=state["skipped"])
+            if not picked and state["skipped"]:
+                state["skipped"] = []
+                picked = lease_next_items(db, project, n=1, user=user, seconds=seconds)
+        else:  # may look but not answer (answers are refused): nothing is held for them
+            picked = next_items(db, project, n=1, exclude=state["skipped"], user=user)
+            if not picked and state["skipped"]:
+                state["skipped"] = []
+                picked = next_items(db, project, n=1, user=user)
         state["current"] = picked[0]["id"] if picked else None
         state["reason"] = picked[0]["reason"] if picked else None
         state["shown_at"] = time.monotonic()
+    if state["current"] is None and next_items(db, project, n=1, user=user):
+        # Open items remain, but each is leased to other annotators right now.
+        st.info("All remaining items are being labeled by others; try again in a minute.")
+        st.button("Try again", key="retry", icon=":material/refresh:")  # a rerun asks again
+        if state["history"]:
+            st.button("Back", key="back", shortcut="Left", on_click=_back, args=(project,))
+        return
     if state["current"] is None:
         machine = auto_label_count(db, project)
         st.success(
@@ -299,19 +340,25 @@ def labeling_loop() -> None:
             f"{source} suggests **{', '.join(suggestion['predicted']) or '(none)'}** "
             f"(confidence {suggestion['confidence']:.2f})"
         )
-    _buttons(project, state, suggestion)
+    _buttons(project, state, suggestion, item.id)
 
 labeling_loop()
 
 with st.expander("Annotators: answers per item and agreement"):
-    wanted = st.number_input("Answers wanted per item", min_value=1, max_value=5,
-                             value=project.annotations_per_item, key="answers-per-item",
-                             help="Each item goes to this many different people; their "
-                             "answers are consolidated (Dawid-Skene, majority as fallback).")
-    if int(wanted) != project.annotations_per_item:
-        require(current_account(db), "settings", project)  # roles (issue 6)
-        set_annotations_per_item(db, project, int(wanted))
-        st.rerun()
+    if allowed(current_account(db), "settings", project):  # a project setting: admins only
+        wanted = st.number_input("Answers wanted per item", min_value=1, max_value=5,
+                                 value=project.annotations_per_item, key="answers-per-item",
+                                 help="Each item goes to this many different people; their "
+                                 "answers are consolidated (Dawid-Skene, majority as fallback).")
+        if int(wanted) != project.annotations_per_item:
+            require(current_account(db), "settings", project)  # roles (issue 6)
+            set_annotations_per_item(db, project, int(wanted))
+            st.rerun()
+    else:  # annotators see the setting, read only
+        people = project.annotations_per_item
+        st.caption("Each item goes to one person. An admin sets this." if people == 1 else
+                   f"Each item goes to {people} different people; their answers are "
+                   "consolidated (Dawid-Skene, majority as fallback). An admin sets this.")
     report = agreement(db, project)
     if report["alpha"] is not None:
         st.caption(f"Krippendorff's alpha {report['alpha']:.3f} over "
