@@ -31,6 +31,8 @@ def server(tmp_path):
     add_user(db, "boss", "admin", "admin password")
     add_user(db, "ann", "annotator", "ann password")
     assign(db, "ann", "claims")
+    add_user(db, "rita", "reviewer", "rita password")
+    assign(db, "rita", "claims")
     db.conn.close()
     app = AppServer(data)
     yield app
@@ -121,3 +123,19 @@ def test_an_admin_sees_every_page(page, server):
         expect(page.get_by_role("link", name=title, exact=True)).to_be_visible()
     page.get_by_role("link", name="Audit", exact=True).click()
     expect(page.get_by_role("heading", name="Audit")).to_be_visible()
+
+
+def test_a_reviewer_sees_only_review_and_other_pages_refuse(page, server):
+    page.goto(f"{server.url}/review")
+    expect(page.get_by_role("heading", name="Log in to Groundwork")).to_be_visible(timeout=60_000)
+    log_in(page, "rita", "rita password")
+    expect(page.get_by_role("heading", name=re.compile("^Review"))).to_be_visible(timeout=30_000)
+    for title in ("Projects", "Label", "Train", "Workflows", "Auto-label", "Users", "Audit"):
+        expect(page.get_by_role("link", name=title, exact=True)).to_have_count(0)
+    for url, heading in (("label", "^Label"), ("train", "^Train"), ("users", "^Users")):
+        page.goto(f"{server.url}/{url}")  # typed by hand: the page never runs for her
+        expect(page.get_by_text("That page is not open to reviewers")).to_be_visible(
+            timeout=30_000)
+        expect(page.get_by_role("heading", name=re.compile(heading))).to_have_count(0)
+    with sqlite3.connect(server.data_dir / "groundwork.db") as conn:
+        assert conn.execute("SELECT count(*) FROM annotations").fetchone()[0] == 0
