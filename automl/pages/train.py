@@ -13,8 +13,8 @@ from automl.embeddings import available as embeddings_available
 from automl.jobs import cancel_job, latest_job, reap_stale_jobs, start_training
 from automl.metrics import DEFAULT as METRIC
 from automl.metrics import label as metric_label
-from automl.registry import list_models
-from automl.search import families, promote, rollback
+from automl.registry import list_models, promote, rollback
+from automl.search import families
 from automl.snapshots import list_snapshots
 from automl.training import study_trials, training_report
 from automl.views import (
