@@ -625,7 +625,8 @@ def cmd_review_batch_export(args: argparse.Namespace) -> int:
     from review.batches import export_batch
 
     db = _open(args)
-    rows = export_batch(db, _project(db, args.project), args.batch, args.out, args.format)
+    rows = export_batch(db, _project(db, args.project), args.batch, args.out, args.format,
+                        user=_default_user())
     if args.json:
         _print_json({"rows": rows, "out": str(args.out), "batch": args.batch})
     else:

@@ -572,9 +572,18 @@ def batch_jsonl(db: sqlite_utils.Database, project: Project, name: str) -> str:
     return _jsonl_text(batch_rows(db, project, name))
 
 
+def record_batch_export(db: sqlite_utils.Database, project: Project, name: str, fmt: str,
+                        rows: int, user: str | None) -> None:
+    """Who exported which batch result, and when (the audit log, like every export)."""
+    from labeling.users import record_event
+
+    with db.atomic():
+        record_event(db, user, "export", project, f"batch {name}", format=fmt, rows=rows)
+
+
 def export_batch(
     db: sqlite_utils.Database, project: Project, name: str, out: str | Path,
-    fmt: str | None = None,
+    fmt: str | None = None, *, user: str | None = None,
 ) -> int:
     """Write the batch result as CSV or JSON Lines (by `fmt`, else by suffix); return rows.
 
@@ -595,4 +604,5 @@ def export_batch(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+    record_batch_export(db, project, name, fmt, len(rows), user)
     return len(rows)

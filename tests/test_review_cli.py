@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import numpy as np
 import pandas as pd
@@ -172,6 +173,11 @@ def test_batch_workflow_on_a_file_preview_open_answer_export(mail, spam_csv, tmp
     assert gw.json("review", "batch-export", "mail", "incoming", "--out", lines)["rows"] == 30
     records = [json.loads(line) for line in lines.read_text().splitlines()]
     assert sum(r["reviewed"] for r in records) == 1 and len(records) == 30
+    with sqlite3.connect(gw.data_dir / "groundwork.db") as conn:  # exports are audited
+        events = conn.execute("SELECT action, target, details FROM audit_log "
+                              "WHERE action = 'export'").fetchall()
+    assert [(a, t) for a, t, _ in events] == [("export", "batch incoming")] * 2
+    assert json.loads(events[1][2]) == {"format": "jsonl", "rows": 30}
 
     again = gw.json("review", "workflow", "mail", "incoming", "--file", path, "--batch", "tue")
     assert again["saved"] and again["batch"]["batch"] == "tue"

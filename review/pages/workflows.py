@@ -39,6 +39,7 @@ from review.batches import (
     list_batches,
     preview_batch,
     read_batch,
+    record_batch_export,
     run_batch,
 )
 from review.label_issues import annotator_error_rates, check_labels, label_issues, last_check
@@ -90,12 +91,19 @@ if batches:
     chosen_batch = col[0].selectbox("Batch result", [b["name"] for b in reversed(batches)],
                                     key="batch-export-name")
     may_export = allowed(current_account(db), "export", project)  # roles (issue 6)
+    def exported(fmt: str) -> str:
+        """The file's text, with the download in the audit log (who exported what)."""
+        text = (batch_csv if fmt == "csv" else batch_jsonl)(db, project, chosen_batch)
+        rows = max(text.count("\n") - (fmt == "csv"), 0)
+        record_batch_export(db, project, chosen_batch, fmt, rows, current_user())
+        return text
+
     col[1].download_button(
-        "Download CSV", data=lambda: batch_csv(db, project, chosen_batch),
+        "Download CSV", data=lambda: exported("csv"),
         file_name=f"{project.name}-{chosen_batch}.csv", mime="text/csv", key="batch-csv",
         on_click="ignore", disabled=not may_export)
     col[2].download_button(
-        "Download JSON Lines", data=lambda: batch_jsonl(db, project, chosen_batch),
+        "Download JSON Lines", data=lambda: exported("jsonl"),
         file_name=f"{project.name}-{chosen_batch}.jsonl", mime="application/jsonl",
         key="batch-jsonl", on_click="ignore", disabled=not may_export)
     st.caption("Per row: the key, the model's prediction and confidence, whether a review "
