@@ -134,7 +134,7 @@ class DateParts(TransformerMixin, BaseEstimator):
                 continue
             parsed = _parse_dates(frame[column].astype("string"))
             parts = {"year": parsed.dt.year, "month": parsed.dt.month, "day": parsed.dt.day,
-                     "weekday": parsed.dt.weekday, "dayofyear": parsed.dt.day_of_year}
+                     "weekday": parsed.dt.day_of_week, "dayofyear": parsed.dt.day_of_year}
             if with_time:
                 parts["hour"] = parsed.dt.hour + parsed.dt.minute / 60.0
             for name, part in parts.items():
