@@ -106,7 +106,7 @@ def test_the_person_who_gave_a_wrong_label_is_named(db, wine_csv):
 
 def test_detection_refuses_what_it_cannot_check(db, tmp_path):
     tags = create_project(db, "tags", "text", task="multi-label", classes=["a", "b"])
-    with pytest.raises(GroundworkError, match="single-label"):
+    with pytest.raises(GroundworkError, match="at least 2 items have and 2 items lack"):
         check_labels(db, tags)
     mail = create_project(db, "mail", "text", classes=["ham", "spam"])
     from labeling.items import add_items
@@ -150,3 +150,47 @@ def test_out_of_fold_ensemble_beats_one_linear_model_on_noisy_digits():
     assert len(ours.members) == 3 and ours.folds == 5
     assert f1(label_issue_ranking(noisy, ours.probabilities)[0]) > f1(
         label_issue_ranking(noisy, base)[0])
+
+
+def test_multi_label_issues_find_flipped_tags(db, tmp_path):
+    """Digits as a table tagged "even" and/or "big" (5 and up); 8% of the items get one tag
+    flipped. Out-of-fold one-vs-rest probabilities and cleanlab's multi-label filter find
+    most of them, and a workflow over the labels can route them to review."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits(as_frame=True)
+    frame = digits.frame.iloc[:600].copy()
+    rng = np.random.default_rng(3)
+    flipped = set(rng.choice(len(frame), 48, replace=False).tolist())
+    tags = []
+    for i, d in enumerate(frame.pop("target")):
+        chosen = {"even": d % 2 == 0, "big": d >= 5}
+        if i in flipped:
+            name = ("even", "big")[int(rng.integers(2))]
+            chosen[name] = not chosen[name]
+        tags.append("|".join(t for t, on in chosen.items() if on))
+    path = tmp_path / "tags.csv"
+    frame.assign(tags=tags).to_csv(path, index=False)
+    import_source(db, "tags", path, "tabular", label_column="tags", task="multi-label",
+                  classes=["even", "big"])
+    project = get_project(db, "tags")
+    summary = check_labels(db, project)
+    assert summary["classes"] == ["even", "big"] and "multilabel" in summary["method"]
+    found = label_issues(db, project)
+    keys = {int(i["key"]) for i in found}
+    # An item left with no tag at all is unlabeled (an empty cell), so it cannot be checked.
+    flipped = {i for i in flipped if tags[i]}
+    recall = len(keys & flipped) / len(flipped)
+    precision = len(keys & flipped) / max(len(keys), 1)
+    assert recall >= 0.75 and precision >= 0.7, (recall, precision, len(keys))
+    first = found[0]
+    assert isinstance(first["given"], list) and isinstance(first["suggested"], list)
+    assert int(first["key"]) in flipped  # the likeliest error is a real one
+    save_workflow(db, project, "tag errors", {"label_error": True}, source="labels")
+    assert run_workflow(db, project, "tag errors") == summary["issues"]
+    # A reviewer settles the first one with the suggested set: it becomes a curated label.
+    task = next_tasks(db, project, n=1, user="rev")[0]
+    answer_task(db, project, task["id"], task["predicted"], user="rev")
+    settled = current_labels(db, project, curated_only=True).set_index("item_id")
+    assert settled.loc[task["item_id"], "source"] == "review"
+    assert sorted(settled.loc[task["item_id"], "labels"]) == sorted(task["predicted"])
