@@ -71,10 +71,20 @@ def metric_value(
                                        multi_label, classes)
         if y_pred is None:
             raise ValueError(f"{metric} needs predicted labels")
-        return _from_decisions(metric, y_true, y_pred, multi_label)
+        return _from_decisions(metric, y_true, y_pred, multi_label, classes)
 
 
-def _from_decisions(metric: str, y_true, y_pred, multi_label: bool) -> float:
+def _positive(values: np.ndarray, classes) -> object:
+    """The positive class of a binary F1: encoded 1, else the project's later class."""
+    if values.dtype.kind in "iub":
+        return 1
+    if classes is not None and len(classes) == 2:
+        return list(classes)[-1]
+    named = [c for c in (classes or []) if c in set(values.tolist())]
+    return named[-1] if named else values[-1]
+
+
+def _from_decisions(metric: str, y_true, y_pred, multi_label: bool, classes=None) -> float:
     if metric == "balanced_accuracy":
         if not multi_label:
             return float(skm.balanced_accuracy_score(y_true, y_pred))
@@ -92,8 +102,8 @@ def _from_decisions(metric: str, y_true, y_pred, multi_label: bool) -> float:
         if average == "binary":
             # The positive class is the second one, as with scikit-learn's encoded 0/1.
             values = np.unique(np.concatenate([np.asarray(y_true), np.asarray(y_pred)]))
-            return float(skm.f1_score(y_true, y_pred, pos_label=values[-1], average="binary",
-                                      zero_division=0))
+            return float(skm.f1_score(y_true, y_pred, pos_label=_positive(values, classes),
+                                      average="binary", zero_division=0))
         return float(skm.f1_score(y_true, y_pred, average=average, zero_division=0))
     raise ValueError(f"unknown metric {metric!r}")
 
