@@ -288,7 +288,7 @@ def _cell_labels(value: object, multi_label: bool) -> list[str] | None:
     return parse_labels(text) or None
 
 
-def _json_safe(value: object) -> object:
+def json_safe(value: object) -> object:
     """Table cells as JSON: NaN and infinities become null, numpy scalars plain numbers."""
     if value is None:
         return None
@@ -540,7 +540,7 @@ def _read_rows(source: Path, modality: str, text_column: str | None, label_colum
                 continue
             metadata = {c: row[c] for c in frame.columns if c not in (text_col, *label_cols)}
         else:
-            values = {c: _json_safe(v) for c, v in typed.iloc[number].items()}
+            values = {c: json_safe(v) for c, v in typed.iloc[number].items()}
             content = json.dumps(values, ensure_ascii=False)
             metadata = {}
         records.append(

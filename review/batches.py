@@ -33,7 +33,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
 import tempfile
@@ -48,7 +47,7 @@ import sqlite_utils
 from automl.registry import load_model, promoted_model
 from labeling.errors import GroundworkError
 from labeling.export import neutralise
-from labeling.importers import MAX_TEXT_CHARS, read_prediction_input
+from labeling.importers import MAX_TEXT_CHARS, json_safe, read_prediction_input
 from labeling.items import add_items, item_ids_by_key
 from labeling.media import discard_media, sha256_bytes, store_media
 from labeling.projects import Project
@@ -129,17 +128,6 @@ def _table_columns(db: sqlite_utils.Database, project: Project, model) -> list[s
     if row and row[0]:
         return list(json.loads(row[0]))
     return list(model.columns or [])
-
-
-def _json_cell(value: object) -> object:
-    """A table cell as the importer stores it: NaN/inf as null, numpy scalars as numbers."""
-    if value is None:
-        return None
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _in_project_order(model, project: Project, proba: np.ndarray) -> np.ndarray:
@@ -230,7 +218,7 @@ def read_batch(
                     f"{', '.join(map(str, X.columns)) or 'none'}")
             frame = X[wanted]
             for number in range(len(frame)):
-                values = {c: _json_cell(v) for c, v in frame.iloc[number].items()}
+                values = {c: json_safe(v) for c, v in frame.iloc[number].items()}
                 contents.append(json.dumps(values, ensure_ascii=False))
             keys = [str(k) for k in read_keys]
             media = [None] * len(keys)

@@ -112,43 +112,15 @@ def check_labels(
         is_sparse_modality(project.modality), tuned["params"] if tuned else None)
     oof = out_of_fold(F, y, kept_classes, candidates=menu, seed=seed)
     issues, quality = label_issue_ranking(y, oof.probabilities)
-    checkable = rows["source"].isin(CHECKED_SOURCES).to_numpy()
-    rank = {int(i): r for r, i in enumerate(i for i in issues if checkable[i])}
-    full = np.zeros((len(ids), len(project.classes)))
-    for j, name in enumerate(kept_classes):
-        full[:, project.classes.index(name)] = oof.probabilities[:, j]
-    now = utcnow()
-    records = [{
-        "item_id": item_id,
-        "project_id": project.id,
-        "given": json.dumps([kept_classes[int(y[i])]]),
-        "suggested": json.dumps([kept_classes[int(oof.probabilities[i].argmax())]]),
-        "probabilities": json.dumps([round(float(p), 6) for p in full[i]]),
-        "quality": float(quality[i]),
-        "issue": int(i in rank),
-        "rank": rank.get(i),
-        "checked_at": now,
-    } for i, item_id in enumerate(ids) if checkable[i]]
-    summary = {
-        "labels_hash": labels_hash(labels),
-        "checked_at": now,
-        "labels": int(len(labels)),
-        "checked": int(checkable.sum()),
-        "issues": len(rank),
-        "classes": kept_classes,
-        "skipped_classes": [c for c in project.classes if c not in kept_classes],
-        "folds": oof.folds,
-        "models": oof.members,
-        "seconds": round(time.monotonic() - started, 2),
-        "method": ("cleanlab.filter.find_label_issues (confident learning) on out-of-fold "
-                   f"probabilities averaged over {len(oof.members)} model families "
-                   f"({', '.join(m['model'] for m in oof.members)}), {oof.folds}-fold"),
-    }
-    with db.atomic():
-        db.execute("DELETE FROM label_checks WHERE project_id = ?", [project.id])
-        db["label_checks"].insert_all(records, batch_size=1000)
-    set_setting(db, _setting_key(project), json.dumps(summary))
-    return summary
+    probabilities = oof.probabilities
+    return _save_scan(
+        db, project, labels, rows, kept_classes, probabilities, quality, issues, started,
+        given=[[kept_classes[int(v)]] for v in y],
+        suggested=[[kept_classes[int(p.argmax())]] for p in probabilities],
+        folds=oof.folds, models=oof.members,
+        method=("cleanlab.filter.find_label_issues (confident learning) on out-of-fold "
+                f"probabilities averaged over {len(oof.members)} model families "
+                f"({', '.join(m['model'] for m in oof.members)}), {oof.folds}-fold"))
 
 
 def _check_multi_label(db: sqlite_utils.Database, project: Project, labels: pd.DataFrame,
@@ -195,17 +167,37 @@ def _check_multi_label(db: sqlite_utils.Database, project: Project, labels: pd.D
         sets = [[j for j in range(len(kept)) if row[j]] for row in Y]
         quality = get_label_quality_scores(sets, oof)
         issues = find_label_issues(sets, oof, return_indices_ranked_by="self_confidence")
-    checkable = labels["source"].isin(CHECKED_SOURCES).to_numpy()
+    family = "logistic regression" if sparse else "extra trees"
+    return _save_scan(
+        db, project, labels, labels, kept, oof, quality, issues, started, given=given,
+        suggested=[[c for j, c in enumerate(kept) if row[j] >= 0.5] for row in oof],
+        folds=folds, models=[{"model": f"one-vs-rest {family}"}],
+        method=("cleanlab.multilabel_classification.filter.find_label_issues on out-of-fold "
+                f"per-label probabilities of one-vs-rest {family}, {folds}-fold"))
+
+
+def _save_scan(db: sqlite_utils.Database, project: Project, labels: pd.DataFrame,
+               rows: pd.DataFrame, kept: list[str], probabilities: np.ndarray,
+               quality: np.ndarray, issues, started: float, *, given: list[list[str]],
+               suggested: list[list[str]], folds: int, models: list[dict],
+               method: str) -> dict:
+    """Store a scan (one row per checkable label, issues ranked) and its summary.
+
+    `rows` are the scanned labels in the order of `probabilities` (one column per
+    class in `kept`); labels a reviewer gave are scanned but never flagged.
+    """
+    ids = [int(i) for i in rows["item_id"]]
+    checkable = rows["source"].isin(CHECKED_SOURCES).to_numpy()
     rank = {int(i): r for r, i in enumerate(i for i in issues if checkable[i])}
     full = np.zeros((len(ids), len(project.classes)))
     for j, name in enumerate(kept):
-        full[:, project.classes.index(name)] = oof[:, j]
+        full[:, project.classes.index(name)] = probabilities[:, j]
     now = utcnow()
     records = [{
         "item_id": item_id,
         "project_id": project.id,
         "given": json.dumps(given[i]),
-        "suggested": json.dumps([c for j, c in enumerate(kept) if oof[i, j] >= 0.5]),
+        "suggested": json.dumps(suggested[i]),
         "probabilities": json.dumps([round(float(p), 6) for p in full[i]]),
         "quality": float(quality[i]),
         "issue": int(i in rank),
@@ -221,12 +213,9 @@ def _check_multi_label(db: sqlite_utils.Database, project: Project, labels: pd.D
         "classes": kept,
         "skipped_classes": [c for c in project.classes if c not in kept],
         "folds": folds,
-        "models": [{"model": "one-vs-rest " + ("logistic regression" if sparse
-                                                else "extra trees")}],
+        "models": models,
         "seconds": round(time.monotonic() - started, 2),
-        "method": ("cleanlab.multilabel_classification.filter.find_label_issues on out-of-fold "
-                   "per-label probabilities of one-vs-rest "
-                   f"{'logistic regression' if sparse else 'extra trees'}, {folds}-fold"),
+        "method": method,
     }
     with db.atomic():
         db.execute("DELETE FROM label_checks WHERE project_id = ?", [project.id])
