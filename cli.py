@@ -83,7 +83,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             f"{report.project}: imported {report.imported} items "
             f"({report.labeled} labeled, {report.gold} with hidden gold, "
             f"{report.duplicates} already present, {len(report.skipped)} skipped); "
-            f"classes: {', '.join(report.classes)}"
+            + ("regression: labels are numbers" if report.task == "regression"
+               else f"classes: {', '.join(report.classes)}")
         )
         for note in report.notes:
             print(note)
@@ -789,15 +790,16 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def cmd_refit(args: argparse.Namespace) -> int:
-    from automl.refit import refit
+    from automl.committee import quick_refit
 
     db = _open(args)
-    result = refit(db, _project(db, args.project), seed=args.seed)
+    result = quick_refit(db, _project(db, args.project), seed=args.seed)
     if args.json:
         _print_json(result)
     else:
-        measured = (f"holdout accuracy {result['accuracy']:.3f} on {result['holdout_size']} "
-                    "random validation items" if result["accuracy"] is not None
+        score = result.get("r2", result.get("accuracy"))
+        measured = (f"holdout {'R²' if 'r2' in result else 'accuracy'} {score:.3f} on "
+                    f"{result['holdout_size']} random validation items" if score is not None
                     else "no validation items labeled yet")
         print(f"quick model on {result['labels']} labels: {measured}; re-scored "
               f"{result['scored']} open items with {result['strategy']} in "
@@ -1021,7 +1023,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project")
     p.add_argument("source")
     p.add_argument("--modality", required=True, choices=["image", "text", "tabular"])
-    p.add_argument("--task", default="single-label", choices=["single-label", "multi-label"])
+    p.add_argument("--task", default=None, choices=["single-label", "multi-label", "regression"],
+                   help="default: single-label, or regression for a new table whose label or "
+                        "gold column holds quantities (many distinct numbers)")
     p.add_argument("--text-column")
     p.add_argument("--image-column")
     p.add_argument("--label-column")

@@ -43,6 +43,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.tree import DecisionTreeClassifier
 
 from labeling.errors import GroundworkError
+from labeling.targets import is_regression_target  # noqa: F401 - part of this API
 
 # Objective metrics a user can pick, per problem type; the first is the default.
 # Names are scikit-learn scorer names (`sklearn.metrics.get_scorer`), except
@@ -80,8 +81,8 @@ _LEVEL_ORDER = {"blocking": 0, "warning": 1, "info": 2}
 # ---------------------------------------------------------------- problem type and metric
 
 
-def problem_type(labels: Sequence[Sequence[str]], multi_label: bool, classes: Sequence[str]
-                 ) -> str:
+def problem_type(labels: Sequence[Sequence[str]], multi_label: bool, classes: Sequence[str],
+                 regression: bool = False) -> str:
     """"multi-label", "binary" or "multiclass" for a project's labels.
 
     Counted on the classes that have labels, not on the declared ones: training
@@ -91,34 +92,13 @@ def problem_type(labels: Sequence[Sequence[str]], multi_label: bool, classes: Se
     anyway. Regression targets are numbers, not class lists: see
     `is_regression_target`.
     """
+    if regression:
+        return "regression"
     if multi_label:
         return "multi-label"
     seen = {a[0] for a in labels if a}
     k = len(seen) if len(seen) >= 2 else len(classes)
     return "multiclass" if k > 2 else "binary"
-
-
-def is_regression_target(values: Sequence[object] | pd.Series) -> bool:
-    """Whether a table column of numbers is better predicted as a number than as classes.
-
-    Numbers with many distinct values are a quantity, few are categories:
-    at least 10 distinct values when some are fractional, more than 20 when
-    all are whole numbers (so digits 0-9 and 1-5 star ratings stay classes,
-    while prices, ages and counts become regression). Text, booleans and
-    empty columns are never regression targets.
-    """
-    series = pd.Series(values, dtype=object).dropna()
-    if series.empty or any(isinstance(v, (bool, np.bool_)) for v in series):
-        return False
-    numbers = pd.to_numeric(series, errors="coerce")
-    if numbers.isna().any():
-        return False
-    numbers = numbers.astype(float)
-    if not np.isfinite(numbers).all():
-        return False
-    distinct = numbers.nunique()
-    fractional = bool((numbers != np.round(numbers)).any())
-    return distinct >= 10 if fractional else distinct > 20
 
 
 def default_metric(problem_type: str) -> str:
@@ -164,6 +144,7 @@ def data_report(
     metric: str | None = None,
     seed: int = 0,
     item_ids: Sequence[int] | None = None,
+    regression: bool = False,
 ) -> dict:
     """Problem type, metric, class balance and findings for one training set.
 
@@ -180,6 +161,10 @@ def data_report(
     class, or None), `duplicates` ({items, groups, conflicting_groups}),
     `missing` (tables only: column -> share of empty cells, if any),
     `findings` (blocking first) and `blocking` (whether any finding blocks).
+    With `regression` (numeric labels, tables only) `target` describes the
+    numbers instead of `class_counts`, and the label checks are the ones
+    numbers need (`few_labels`, `constant_target`, `skewed_target`,
+    leakage by R²).
     """
     if modality not in ("text", "tabular", "image"):
         raise GroundworkError(f"unknown modality {modality!r}: expected text, tabular or image")
@@ -193,8 +178,10 @@ def data_report(
         raise GroundworkError(f"{len(ids)} item ids for {len(labels)} label lists: pass one "
                               "id per item, or none")
     labels = [list(a) for a in labels]
-    kind = problem_type(labels, multi_label, classes)
+    kind = problem_type(labels, multi_label, classes, regression)
     chosen = choose_metric(kind, metric)
+    if regression:
+        return _regression_report(modality, X, labels, chosen, seed, ids)
     counts = _class_counts(labels, multi_label, classes)
     labeled = {c: k for c, k in counts.items() if k > 0}
     ratio = (max(labeled.values()) / min(labeled.values())) if len(labeled) >= 2 else None
@@ -627,6 +614,115 @@ def _balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Mean recall over the classes present in `y_true` (no warnings, no label checks)."""
     present = np.unique(y_true)
     return float(np.mean([(y_pred[y_true == c] == c).mean() for c in present]))
+
+
+# ---------------------------------------------------------------- regression
+
+MIN_REGRESSION_LABELS = 10  # below this, 5 folds of 2 rows: neither fit nor measure means much
+SKEW_WARNING = 2.0
+
+
+def _regression_report(modality: str, X, labels: list[list[str]], metric: str,  # noqa: N803
+                       seed: int, ids: list[int] | None) -> dict:
+    """The report for numeric targets: what the numbers look like, and what is wrong."""
+    y = np.array([float(a[0]) for a in labels], dtype=float)
+    findings: list[dict] = []
+    n = len(y)
+    if n == 0:
+        findings.append(_finding("blocking", "no_labels",
+                                 "there are no curated labels: import a numeric label column "
+                                 "or answer some items with a number"))
+    elif np.unique(y).size < 2:
+        findings.append(_finding(
+            "blocking", "constant_target",
+            f"all {n} labels are {labels[0][0]}: a regression model needs targets that vary; "
+            "label items with other values first"))
+    elif n < MIN_REGRESSION_LABELS:
+        findings.append(_finding(
+            "blocking", "few_labels",
+            f"only {n} labeled rows: regression needs at least {MIN_REGRESSION_LABELS} to fit "
+            "and to measure a model; label more rows first"))
+    elif n < 50:
+        findings.append(_finding(
+            "warning", "few_labels",
+            f"only {n} labeled rows: the cross-validated score will be noisy; 50 or more is "
+            "better"))
+    target: dict = {}
+    if n:
+        skew = float(pd.Series(y).skew()) if n > 2 else 0.0
+        target = {"min": float(y.min()), "max": float(y.max()), "mean": float(y.mean()),
+                  "median": float(np.median(y)), "std": float(y.std()),
+                  "distinct": int(np.unique(y).size),
+                  "skew": round(skew, 3) if np.isfinite(skew) else None}
+        if np.isfinite(skew) and abs(skew) > SKEW_WARNING and y.min() >= 0:
+            findings.append(_finding(
+                "warning", "skewed_target",
+                f"the target is strongly skewed (skewness {skew:.1f}): a few large values will "
+                "dominate R² and RMSE; consider the mean absolute error as the metric, or "
+                "predicting the logarithm"))
+    report: dict = {
+        "modality": modality, "n": n, "problem_type": "regression", "metric": metric,
+        "metrics": list(metrics_for("regression")), "class_counts": {},
+        "imbalance_ratio": None, "target": target,
+        "duplicates": {"items": 0, "groups": 0, "conflicting_groups": 0},
+    }
+    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
+    frame = frame.reset_index(drop=True)
+    missing = _missing_shares(frame)
+    report["missing"] = {c: round(v, 4) for c, v in missing.items() if v > 0}
+    findings += _missing_findings(missing)
+    findings += _constant_findings(frame, missing)
+    if frame.shape[1]:
+        findings += _duplicate_findings(_row_codes(frame), _label_keys(labels, False), labels,
+                                        "row", report, ids)
+    if n >= LEAKAGE_MIN_LABELS and np.unique(y).size >= 2:
+        findings += _regression_leakage(frame, y, seed)
+    findings.sort(key=lambda f: _LEVEL_ORDER[f["level"]])
+    report["findings"] = findings
+    report["blocking"] = any(f["level"] == "blocking" for f in findings)
+    return report
+
+
+def _regression_leakage(frame: pd.DataFrame, y: np.ndarray, seed: int) -> list[dict]:
+    """Columns that alone predict the number almost exactly (cross-validated R² >= 0.98).
+
+    The regression form of `_leakage_findings`: a shallow tree on the column
+    (thresholds: a copy, a rescaled copy, an ID in target order) and, for
+    columns of codes, each value's training-fold mean.
+    """
+    from sklearn.model_selection import KFold
+    from sklearn.tree import DecisionTreeRegressor
+
+    rows = np.arange(len(y))
+    findings: list[dict] = []
+    if len(rows) > LEAKAGE_SAMPLE_ROWS:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, LEAKAGE_SAMPLE_ROWS,
+                                                          replace=False))
+    part, target = frame.iloc[rows].reset_index(drop=True), y[rows]
+    splits = list(KFold(3, shuffle=True, random_state=seed).split(rows))
+    spread = ((target - target.mean()) ** 2).sum()
+    for column in part.columns:
+        numbers = _as_numbers(part[column])
+        predicted = np.empty(len(target))
+        for train, test in splits:
+            if numbers is not None:
+                tree = DecisionTreeRegressor(max_depth=8, random_state=seed)
+                predicted[test] = tree.fit(numbers[train], target[train]).predict(numbers[test])
+            else:
+                codes = pd.factorize(part[column].astype(str))[0]
+                means = pd.Series(target[train]).groupby(codes[train]).mean()
+                predicted[test] = pd.Series(codes[test]).map(means).fillna(
+                    target[train].mean()).to_numpy()
+        r2 = 1.0 - ((target - predicted) ** 2).sum() / spread
+        if r2 >= LEAKAGE_SCORE:
+            findings.append(_finding(
+                "warning", "leakage",
+                f"column {str(column)!r} alone predicts the target with cross-validated R² "
+                f"{r2:.2f}: a column this predictive usually leaks the answer (a copy or "
+                "rescaling of the target, or a value recorded after the fact); drop it before "
+                "training unless it will truly be known when predicting",
+                column=str(column), score=round(float(r2), 4), kind="regression"))
+    return findings
 
 
 # ---------------------------------------------------------------- images

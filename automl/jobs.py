@@ -185,9 +185,9 @@ def run_job(data_dir: str | Path, job_id: int) -> str:
 
     def runner() -> dict:
         if row["kind"] == "refit":
-            from automl.refit import refit
+            from automl.committee import quick_refit
 
-            return refit(db, project)
+            return quick_refit(db, project)
         return train_project(db, project, budget=float(params.get("budget", 30.0)),
                              seed=int(params.get("seed", 0)), job_id=job_id,
                              include_auto=bool(params.get("include_auto", False)),

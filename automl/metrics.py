@@ -34,6 +34,16 @@ LABELS = {
     "roc_auc_ovr": "ROC AUC (one vs rest)",
     "average_precision": "average precision",
     "neg_log_loss": "negative log loss",
+    "r2": "R²",
+    "neg_mean_absolute_error": "negative mean absolute error",
+    "neg_root_mean_squared_error": "negative root mean squared error",
+}
+# Regression scorers: the function of (truth, prediction) and the sign that makes
+# higher better, as scikit-learn's `neg_` scorers do.
+REGRESSION_METRICS = {
+    "r2": (skm.r2_score, 1.0),
+    "neg_mean_absolute_error": (skm.mean_absolute_error, -1.0),
+    "neg_root_mean_squared_error": (skm.root_mean_squared_error, -1.0),
 }
 
 
@@ -85,6 +95,12 @@ def _positive(values: np.ndarray, classes) -> object:
 
 
 def _from_decisions(metric: str, y_true, y_pred, multi_label: bool, classes=None) -> float:
+    if metric in REGRESSION_METRICS:
+        fn, sign = REGRESSION_METRICS[metric]
+        y_true = np.asarray(y_true, dtype=float)
+        if metric == "r2" and len(y_true) < 2:
+            return float("nan")  # R² of one value is undefined
+        return sign * float(fn(y_true, np.asarray(y_pred, dtype=float)))
     if metric == "balanced_accuracy":
         if not multi_label:
             return float(skm.balanced_accuracy_score(y_true, y_pred))

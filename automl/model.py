@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from labeling.errors import GroundworkError
+from labeling.targets import number_label
 
 
 @dataclass
@@ -25,6 +26,12 @@ class TrainedModel:
     modality: str
     multi_label: bool
     columns: list[str] | None = None  # tabular: the feature columns, in order
+    # Regression: the pipeline predicts numbers. `interval` is the half-width of a
+    # split-conformal prediction interval from held-out absolute errors (covering
+    # `interval_coverage` of new rows); None when there was no holdout to measure it on.
+    regression: bool = False
+    interval: float | None = None
+    interval_coverage: float | None = None
 
     def prepare(self, X):  # noqa: N803 - scikit-learn's name for inputs
         """Tables: keep the training columns (extra ones, like a label column, are ignored)."""
@@ -39,8 +46,17 @@ class TrainedModel:
             )
         return frame[self.columns]
 
+    def predict_values(self, X) -> np.ndarray:  # noqa: N803
+        """A regression model's predicted numbers."""
+        if not self.regression:
+            raise GroundworkError("this model predicts classes: use predict_proba")
+        return np.asarray(self.pipeline.predict(self.prepare(X)), dtype=float).ravel()
+
     def predict_proba(self, X) -> np.ndarray:  # noqa: N803
         """Probabilities with one column per project class, in project order."""
+        if self.regression:
+            raise GroundworkError("a regression model predicts numbers, not class "
+                                  "probabilities: use predict_values")
         raw = self.pipeline.predict_proba(self.prepare(X))
         if isinstance(raw, list):  # some multi-output estimators return one array per label
             raw = np.column_stack([r[:, 1] for r in raw])
@@ -56,6 +72,8 @@ class TrainedModel:
         return out
 
     def predict(self, X) -> list[list[str]]:  # noqa: N803
+        if self.regression:
+            return [[number_label(v)] for v in self.predict_values(X)]
         proba = self.predict_proba(X)
         if self.multi_label:
             return [[c for c, p in zip(self.classes, row, strict=True) if p >= 0.5]

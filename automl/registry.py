@@ -23,7 +23,12 @@ from labeling.errors import GroundworkError
 from labeling.inputs import model_input
 from labeling.items import get_items
 from labeling.projects import Project
-from labeling.queue import store_predictions, store_queue_scores, uncertainty_scores
+from labeling.queue import (
+    store_predictions,
+    store_queue_scores,
+    store_value_predictions,
+    uncertainty_scores,
+)
 from labeling.store import data_dir_of, utcnow
 from labeling.strategies import queue_order
 
@@ -110,6 +115,14 @@ def score_pool(
     """
     ids = [r[0] for r in db.execute(
         "SELECT id FROM items WHERE project_id = ? AND n_labels = 0 ORDER BY id", [project.id])]
+    if project.regression:
+        # Predicted numbers are stored for the Label page's suggestion and batch work; the
+        # queue order stays the quick refit's (a committee's disagreement, `automl.refit`).
+        for start in range(0, len(ids), SCORE_BATCH):
+            items = get_items(db, project, ids[start : start + SCORE_BATCH])
+            store_value_predictions(db, model_version_id, [i.id for i in items],
+                                    model.predict_values(model_input(db, project, items)))
+        return len(ids)
     parts = []
     for start in range(0, len(ids), SCORE_BATCH):
         items = get_items(db, project, ids[start : start + SCORE_BATCH])

@@ -44,14 +44,17 @@ import optuna
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import (
     ExtraTreesClassifier,
+    ExtraTreesRegressor,
     HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
     RandomForestClassifier,
+    RandomForestRegressor,
 )
-from sklearn.linear_model import LogisticRegression, SGDClassifier
+from sklearn.linear_model import LogisticRegression, Ridge, SGDClassifier
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.naive_bayes import ComplementNB
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.svm import SVC
 from threadpoolctl import threadpool_limits
 
@@ -61,6 +64,7 @@ from automl.metrics import metric_value, needs_probabilities
 from labeling.errors import GroundworkError
 
 DEFAULT_TRIAL = {"model": "logistic_regression", "lr_C": 1.0, "lr_balanced": True}
+REGRESSION_DEFAULT_TRIAL = {"model": "ridge", "ridge_alpha": 1.0}
 LEADERBOARD_LIMIT = 1000
 SMALL_DATA = 1000  # under this many training labels, 5 CV folds instead of 3
 DECISION_KEYS = ("decision_weights", "threshold")  # a trial's tuned decision, not searched
@@ -92,8 +96,20 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def families(modality: str) -> list[str]:
-    """Model families for a modality; gradient-boosting libraries join when installed."""
+def families(modality: str, regression: bool = False) -> list[str]:
+    """Model families for a modality; gradient-boosting libraries join when installed.
+
+    Regression (numeric table targets) gets each family's regressor; ridge
+    stands in for logistic regression, and the kernel SVM, the linear SVM and
+    naive Bayes have no place there (an RBF SVR's cubic fit time buys little
+    that the forests and boosting do not).
+    """
+    if regression:
+        out = ["ridge", "random_forest", "extra_trees", "knn"]
+        out.append("lightgbm" if installed("lightgbm") else "hist_gradient_boosting")
+        if installed("xgboost"):
+            out.append("xgboost")
+        return out
     if is_sparse_modality(modality):
         return ["logistic_regression", "linear_svm", "complement_nb", "knn"]
     out = ["logistic_regression", "linear_svm", "svm_rbf", "random_forest", "extra_trees",
@@ -106,13 +122,14 @@ def families(modality: str) -> list[str]:
     return out
 
 
-def choose_families(modality: str, wanted: list[str] | None) -> list[str]:
+def choose_families(modality: str, wanted: list[str] | None, regression: bool = False
+                    ) -> list[str]:
     """The families a search may use: all of the modality's, or the user's subset of them.
 
     Like Autopilot's algorithm selection: a team that must ship, say, a linear
     model (to explain it, or for its speed) restricts the search to it.
     """
-    available = families(modality)
+    available = families(modality, regression)
     if not wanted:
         return available
     wanted = [w.strip() for w in wanted if w and w.strip()]
@@ -120,24 +137,27 @@ def choose_families(modality: str, wanted: list[str] | None) -> list[str]:
     if unknown or not wanted:
         raise GroundworkError(
             f"model families {', '.join(repr(u) for u in unknown) or '(none)'} are not "
-            f"available for {modality} projects here: choose from {', '.join(available)}")
+            f"available for {'regression' if regression else modality} projects here: choose "
+            f"from {', '.join(available)}")
     return [f for f in available if f in wanted]
 
 
 PREFIX = {"logistic_regression": "lr", "linear_svm": "svm", "complement_nb": "nb",
           "knn": "knn", "random_forest": "rf", "extra_trees": "et",
           "hist_gradient_boosting": "hgb", "lightgbm": "lgbm", "xgboost": "xgb",
-          "svm_rbf": "svc"}
+          "svm_rbf": "svc", "ridge": "ridge"}
 WEIGHTED = ("logistic_regression", "linear_svm", "random_forest", "extra_trees",
             "hist_gradient_boosting", "lightgbm", "xgboost", "svm_rbf")
 
 
-def build_estimator(params: dict, seed: int, n_samples: int):
-    """A scikit-learn classifier from a flat parameter dict (what Optuna's trials hold).
+def build_estimator(params: dict, seed: int, n_samples: int, regression: bool = False):
+    """A scikit-learn classifier (or regressor) from a flat parameter dict (a trial's).
 
     A tuned decision rule in the dict (`decision_weights`, see `final_params`)
     wraps the classifier in `DecisionWeights`.
     """
+    if regression:
+        return _bare_regressor(params, seed, n_samples)
     est = _bare_estimator(params, seed, n_samples)
     if params.get("decision_weights"):
         return DecisionWeights(est, list(params["decision_weights"]))
@@ -187,6 +207,45 @@ def _bare_estimator(params: dict, seed: int, n_samples: int):
             reg_lambda=params["xgb_l2"], colsample_bytree=params.get("xgb_colsample", 1.0),
             random_state=seed)
     raise ValueError(f"unknown model family {family!r}")
+
+
+def _bare_regressor(params: dict, seed: int, n_samples: int):
+    """The regressor of each family, with the same parameter names as its classifier."""
+    family = params["model"]
+    if family == "ridge":
+        return Ridge(alpha=params["ridge_alpha"])
+    if family == "knn":
+        k = max(1, min(params["knn_k"], n_samples - 1))
+        return KNeighborsRegressor(n_neighbors=k, weights=params["knn_weights"])
+    if family in ("random_forest", "extra_trees"):
+        cls = RandomForestRegressor if family == "random_forest" else ExtraTreesRegressor
+        p = PREFIX[family]
+        # "sqrt" and "log2" feature sampling, as for classes; regression forests often want
+        # more, so 1.0 (every feature, scikit-learn's regression default) is in the space too.
+        return cls(n_estimators=params[f"{p}_trees"], max_features=params[f"{p}_features"],
+                   min_samples_leaf=params[f"{p}_leaf"], random_state=seed, n_jobs=1)
+    if family == "hist_gradient_boosting":
+        return HistGradientBoostingRegressor(
+            learning_rate=params["hgb_lr"], max_leaf_nodes=params["hgb_leaves"],
+            l2_regularization=params["hgb_l2"], random_state=seed, early_stopping=False,
+            max_iter=params["hgb_iter"])
+    if family == "lightgbm":
+        from lightgbm import LGBMRegressor
+
+        return LGBMRegressor(
+            n_estimators=params["lgbm_trees"], learning_rate=params["lgbm_lr"],
+            num_leaves=params["lgbm_leaves"], min_child_samples=params["lgbm_min_child"],
+            reg_lambda=params["lgbm_l2"], colsample_bytree=params.get("lgbm_colsample", 1.0),
+            random_state=seed, n_jobs=1, verbose=-1)
+    if family == "xgboost":
+        from xgboost import XGBRegressor
+
+        return XGBRegressor(
+            n_estimators=params["xgb_trees"], learning_rate=params["xgb_lr"],
+            max_depth=params["xgb_depth"], reg_lambda=params["xgb_l2"],
+            colsample_bytree=params.get("xgb_colsample", 1.0), random_state=seed, n_jobs=1,
+            verbosity=0, tree_method="hist")
+    raise ValueError(f"model family {family!r} has no regressor")
 
 
 class BalancedXGBClassifier(ClassifierMixin, BaseEstimator):
@@ -324,11 +383,13 @@ def reweight(proba: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.divide(out, totals, out=np.full_like(out, 1.0 / out.shape[1]), where=totals > 0)
 
 
-def suggest(trial: optuna.Trial, choices: list[str]) -> dict:
+def suggest(trial: optuna.Trial, choices: list[str], regression: bool = False) -> dict:
     family = trial.suggest_categorical("model", choices)
     p = PREFIX[family]
     params = {"model": family}
-    if family == "logistic_regression":
+    if family == "ridge":
+        params["ridge_alpha"] = trial.suggest_float("ridge_alpha", 1e-3, 1e3, log=True)
+    elif family == "logistic_regression":
         params["lr_C"] = trial.suggest_float("lr_C", 1e-3, 1e3, log=True)
     elif family == "linear_svm":
         params["svm_alpha"] = trial.suggest_float("svm_alpha", 1e-6, 1e-1, log=True)
@@ -342,7 +403,8 @@ def suggest(trial: optuna.Trial, choices: list[str]) -> dict:
         params["knn_weights"] = trial.suggest_categorical("knn_weights", ["uniform", "distance"])
     elif family in ("random_forest", "extra_trees"):
         params[f"{p}_trees"] = trial.suggest_int(f"{p}_trees", 50, 300, log=True)
-        params[f"{p}_features"] = trial.suggest_categorical(f"{p}_features", ["sqrt", "log2"])
+        params[f"{p}_features"] = trial.suggest_categorical(
+            f"{p}_features", [1.0, "sqrt", "log2"] if regression else ["sqrt", "log2"])
         params[f"{p}_leaf"] = trial.suggest_int(f"{p}_leaf", 1, 8, log=True)
     elif family == "hist_gradient_boosting":
         params["hgb_lr"] = trial.suggest_float("hgb_lr", 0.02, 0.3, log=True)
@@ -362,7 +424,7 @@ def suggest(trial: optuna.Trial, choices: list[str]) -> dict:
         params["xgb_depth"] = trial.suggest_int("xgb_depth", 2, 10)
         params["xgb_l2"] = trial.suggest_float("xgb_l2", 1e-6, 10.0, log=True)
         params["xgb_colsample"] = trial.suggest_float("xgb_colsample", 0.3, 1.0)
-    if family in WEIGHTED:
+    if family in WEIGHTED and not regression:
         params[f"{p}_balanced"] = trial.suggest_categorical(f"{p}_balanced", [True, False])
     return params
 
@@ -376,8 +438,9 @@ def score(y_true, y_pred, multi_label: bool, metric: str = METRIC, *,
     return metric_value(metric, y_true, y_pred, proba, multi_label=multi_label, classes=classes)
 
 
-def cv_splits(y, multi_label: bool, seed: int, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified folds when every class has two examples, else plain folds.
+def cv_splits(y, multi_label: bool, seed: int, n: int, regression: bool = False
+              ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified folds when every class has two examples, else plain folds (regression too).
 
     5 folds under `SMALL_DATA` labels, else 3. Under four labels there is
     nothing to cross-validate: the model is scored on its own training
@@ -387,7 +450,7 @@ def cv_splits(y, multi_label: bool, seed: int, n: int) -> list[tuple[np.ndarray,
         everything = np.arange(n)
         return [(everything, everything)]
     folds = 5 if n < SMALL_DATA else 3
-    if not multi_label:
+    if not multi_label and not regression:
         _, counts = np.unique(y, return_counts=True)
         if counts.min() >= 2:
             k = int(min(folds, counts.min()))
@@ -487,19 +550,22 @@ class SearchProblem:
     worker: str = "main"
     splits: list = field(default_factory=list)
     metric: str = METRIC  # a name from automl.data_report.METRICS for the problem type
+    regression: bool = False  # numeric targets: regressors, plain folds, no decision rule
 
     def __post_init__(self) -> None:
         if not self.splits:
-            self.splits = cv_splits(self.y_train, self.multi_label, self.seed, len(self.y_train))
+            self.splits = cv_splits(self.y_train, self.multi_label, self.seed, len(self.y_train),
+                                    self.regression)
 
     def make(self, params: dict):
-        est = build_estimator(params, self.seed, len(self.y_train))
+        est = build_estimator(params, self.seed, len(self.y_train), self.regression)
         return OneVsRestClassifier(est) if self.multi_label else est
 
     def _tunable(self) -> int:
         """The number of classes when a decision rule can be tuned (encoded 0..k-1), else 0."""
         y = np.asarray(self.y_train)
-        if self.multi_label or y.ndim != 1 or y.dtype.kind not in "iu" or len(y) == 0:
+        if (self.multi_label or self.regression or y.ndim != 1 or y.dtype.kind not in "iu"
+                or len(y) == 0):
             return 0
         k = int(y.max()) + 1
         if k < 2 or y.min() < 0 or self.splits[0][0] is self.splits[0][1]:
@@ -517,7 +583,7 @@ class SearchProblem:
         by_proba = needs_probabilities(self.metric)
 
         def run(trial: optuna.Trial) -> float:
-            params = suggest(trial, self.choices)
+            params = suggest(trial, self.choices, self.regression)
             trial.set_user_attr("worker", self.worker)
             reserve = _refit_reserve(trial.study, refit_factor) if refit_factor else 0.0
             stop_at = deadline - reserve
@@ -639,7 +705,8 @@ def create_study(storage, name: str, seed: int, attrs: dict,
     for key, value in attrs.items():
         study.set_user_attr(key, value)
     seen: list[dict] = []
-    for params in [DEFAULT_TRIAL, *warm_start]:
+    defaults = [DEFAULT_TRIAL, REGRESSION_DEFAULT_TRIAL] if choices is not None else [DEFAULT_TRIAL]
+    for params in [*defaults, *warm_start]:
         # A tuned decision rule is measured again by the trial, not fixed.
         params = {k: v for k, v in (params or {}).items() if k not in DECISION_KEYS}
         if choices is not None and params.get("model") not in choices:
@@ -650,14 +717,15 @@ def create_study(storage, name: str, seed: int, attrs: dict,
     return study
 
 
-def enqueue_defaults(study: optuna.Study, choices: list[str]) -> None:
+def enqueue_defaults(study: optuna.Study, choices: list[str], regression: bool = False) -> None:
     """One good default per family of this problem, once per study (the first search does it)."""
     if study.user_attrs.get("defaults_enqueued"):
         return
     study.set_user_attr("defaults_enqueued", True)
     for params in FAMILY_DEFAULTS:
         if params["model"] in choices and params.get("unless") not in choices:
-            study.enqueue_trial({k: v for k, v in params.items() if k != "unless"},
+            study.enqueue_trial({k: v for k, v in params.items() if k != "unless"
+                                 and not (regression and k.endswith("_balanced"))},
                                 skip_if_exists=True)
 
 
@@ -710,7 +778,7 @@ def run_search(
             study.optimize(problem.objective(deadline), n_trials=1,
                            catch=(ValueError, MemoryError))
         return
-    enqueue_defaults(study, problem.choices)
+    enqueue_defaults(study, problem.choices, problem.regression)
     study.optimize(problem.objective(deadline, refit_factor), timeout=remaining,
                    callbacks=[callback], catch=(ValueError, MemoryError))
 

@@ -25,7 +25,7 @@ from labeling.annotations import current_labels
 from labeling.errors import GroundworkError
 from labeling.inputs import model_input
 from labeling.items import get_items, iter_items
-from labeling.projects import Project
+from labeling.projects import Project, require_classes
 from labeling.strategies import (
     STRATEGIES,
     balance_by_class,
@@ -69,6 +69,7 @@ def simulate(
     projects without gold: the pool is then only what people labeled, which
     the live strategy chose, so the comparison is indicative, not unbiased.
     """
+    require_classes(project, "simulation")
     if strategy not in STRATEGIES:
         raise GroundworkError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     if project.multi_label:

@@ -45,6 +45,7 @@ from automl.features import make_features
 from automl.metrics import label as metric_label
 from automl.model import TrainedModel
 from automl.registry import load_model, promoted_model, save_artifact, score_pool
+from automl.residuals import explain_regression
 from automl.search import (
     METRIC,
     SearchProblem,
@@ -66,7 +67,7 @@ from labeling.errors import GroundworkError
 from labeling.inputs import model_input
 from labeling.items import get_items
 from labeling.projects import Project
-from labeling.queue import store_predictions
+from labeling.queue import store_predictions, store_value_predictions
 from labeling.splits import HOLDOUT_SOURCES, in_holdout
 from labeling.store import data_dir_of, get_setting, set_setting, utcnow
 
@@ -121,7 +122,7 @@ def training_set(
     mask = eligible & np.array([in_holdout(project.id, k) for k in keys], dtype=bool)
     if eligible.sum() < MIN_HOLDOUT_SOURCE_LABELS or not _has_two_classes(
         [a for a, m in zip(answers, mask, strict=True) if not m], project.multi_label
-    ):
+    ) or (project.regression and len(ids) - mask.sum() < MIN_HOLDOUT_SOURCE_LABELS):
         mask = np.zeros(len(ids), dtype=bool)
     snapshot = json.dumps(sorted(zip(keys, answers, mask.tolist(), strict=True)))
     return TrainingSet(
@@ -136,6 +137,7 @@ def training_set(
 
 
 def _has_two_classes(answers: list[list[str]], multi_label: bool) -> bool:
+    """Two classes (or, for numbers, two values): something to tell apart."""
     if multi_label:
         return len({c for a in answers for c in a}) >= 1 and len({tuple(a) for a in answers}) >= 2
     return len({a[0] for a in answers}) >= 2
@@ -144,6 +146,11 @@ def _has_two_classes(answers: list[list[str]], multi_label: bool) -> bool:
 def _check_classes(project: Project, answers: list[list[str]]) -> None:
     if _has_two_classes(answers, project.multi_label):
         return
+    if project.regression:
+        raise GroundworkError(
+            f"training needs targets that vary: the {len(answers)} curated labels of project "
+            f"{project.name!r} are all {answers[0][0] if answers else 'missing'}; label rows "
+            "with other values first")
     found = sorted({c for a in answers for c in a})
     shown = ", ".join(repr(c) for c in found) or "no class"
     raise GroundworkError(
@@ -177,7 +184,8 @@ def training_report(
     _check_classes(project, data.labels)
     report = data_report(project.modality, data.X, data.labels, project.multi_label,
                          project.classes, item_ids=data.item_ids,
-                         metric=metric or project_metric(db, project, data.labels))
+                         metric=metric or project_metric(db, project, data.labels),
+                         regression=project.regression)
     report["training_set_hash"] = data.snapshot_hash
     return report
 
@@ -189,6 +197,10 @@ def _targets(project: Project, data: TrainingSet):
     """Training and holdout targets, and the class order the pipeline will see."""
     _, y_train_labels = data.part(~data.holdout)
     _, y_hold_labels = data.part(data.holdout)
+    if project.regression:
+        y_train = np.array([float(a[0]) for a in y_train_labels])
+        y_hold = np.array([float(a[0]) for a in y_hold_labels]) if len(y_hold_labels) else None
+        return y_train, y_hold, []
     if project.multi_label:
         binarizer = MultiLabelBinarizer(classes=project.classes)
         y_train = binarizer.fit_transform(y_train_labels)
@@ -216,7 +228,7 @@ def project_metric(db: sqlite_utils.Database, project: Project,
     chosen = get_setting(db, _metric_key(project))
     if not chosen or labels is None:
         return chosen
-    kind = problem_type(labels, project.multi_label, project.classes)
+    kind = problem_type(labels, project.multi_label, project.classes, project.regression)
     return chosen if chosen in metrics_for(kind) else None
 
 
@@ -228,8 +240,8 @@ def set_project_metric(db: sqlite_utils.Database, project: Project, metric: str 
     wrong name fails here with the choices listed, before anything is stored.
     """
     if labels is not None:
-        metric = choose_metric(problem_type(labels, project.multi_label, project.classes),
-                               metric or None)
+        metric = choose_metric(problem_type(labels, project.multi_label, project.classes,
+                                            project.regression), metric or None)
     set_setting(db, _metric_key(project), metric or "")
     return metric or ""
 
@@ -250,9 +262,9 @@ def search_problem(project: Project, data: TrainingSet, seed: int,
         F_train = make_features(project.modality, X_train,
                                 embeddings=embeddings).fit_transform(X_train)
     return SearchProblem(F_train=F_train, y_train=y_train, multi_label=project.multi_label,
-                         choices=choices or families(project.modality), seed=seed,
-                         worker=worker,
-                         metric=metric)
+                         choices=choices or families(project.modality, project.regression),
+                         seed=seed, worker=worker, metric=metric,
+                         regression=project.regression)
 
 
 def check_embeddings(project: Project) -> None:
@@ -330,7 +342,7 @@ def train_project(
     search_deadline = deadline - budget / 6 if ensemble else deadline
     if embeddings:
         check_embeddings(project)
-    choices = choose_families(project.modality, model_families)
+    choices = choose_families(project.modality, model_families, project.regression)
     data = training_set(db, project, include_auto=include_auto)
     checked = training_report(db, project, data=data, metric=metric)
     raise_if_blocking(checked)
@@ -393,7 +405,8 @@ def train_project(
     columns = list(X_train.columns) if project.modality == "tabular" else None
     model = TrainedModel(pipeline=pipeline, classes=list(project.classes),
                          fitted_classes=fitted_classes, modality=project.modality,
-                         multi_label=project.multi_label, columns=columns)
+                         multi_label=project.multi_label, columns=columns,
+                         regression=project.regression)
 
     estimator = params["model"]
     ensembled = None
@@ -437,7 +450,15 @@ def train_project(
             "the search or the fit"
         ),
     }
-    if y_hold is not None:
+    if y_hold is not None and project.regression:
+        holdout_score = holdout_value(model, X_hold, y_hold, project, metric)
+        metrics["explanation"] = explain_regression(model, X_hold, y_hold, seed=seed)
+        interval = metrics["explanation"].get("interval") or {}
+        # The prediction interval rides with the artifact, so batch prediction has it.
+        model.interval = interval.get("half_width")
+        model.interval_coverage = interval.get("coverage") if model.interval else None
+        metrics["prediction_interval"] = interval
+    elif y_hold is not None:
         predicted_hold = predict_labels(model, X_hold, project)
         holdout_score = holdout_value(model, X_hold, y_hold, project, metric)
         if not project.multi_label:
@@ -506,8 +527,11 @@ def train_project(
         # Predictions on held-out labels let automated labeling and review measure
         # this model on items it never saw; the queue ignores labeled items.
         held_ids = [i for i, m in zip(data.item_ids, data.holdout, strict=True) if m]
-        store_predictions(db, model_id, held_ids, project.classes,
-                          model.predict_proba(X_hold), multi_label=project.multi_label)
+        if project.regression:
+            store_value_predictions(db, model_id, held_ids, model.predict_values(X_hold))
+        else:
+            store_predictions(db, model_id, held_ids, project.classes,
+                              model.predict_proba(X_hold), multi_label=project.multi_label)
     scored = score_pool(db, project, model_id, model) if promote_it else 0
     return {
         "model_version": version,
@@ -541,8 +565,8 @@ def _maybe_ensemble(project: Project, problem: SearchProblem, study: optuna.Stud
     """
     info: dict = {"chosen": False}
     members = ensemble_candidates(study)
-    if project.multi_label:
-        info["reason"] = "ensembles are built for single-label projects only"
+    if project.multi_label or project.regression:
+        info["reason"] = "ensembles are built for single-label classification projects only"
     elif y_hold is None:
         info["reason"] = "no holdout to choose between the ensemble and the best model on"
     elif len(members) < 2:
@@ -648,6 +672,8 @@ def run_worker(
 def predict_labels(model: TrainedModel, X, project: Project,  # noqa: N803
                    proba: np.ndarray | None = None) -> np.ndarray:
     """Predictions in the shape `score` wants: a label array, or a 0/1 matrix for multi-label."""
+    if project.regression:
+        return model.predict_values(X)
     proba = model.predict_proba(X) if proba is None else proba
     if project.multi_label:
         return (proba >= 0.5).astype(int)
@@ -657,6 +683,9 @@ def predict_labels(model: TrainedModel, X, project: Project,  # noqa: N803
 def holdout_value(model: TrainedModel, X, y_hold, project: Project,  # noqa: N803
                   metric: str = METRIC) -> float | None:
     """`metric` of the model on the holdout; None when it is undefined there (one class)."""
+    if project.regression:
+        value = score(np.asarray(y_hold, dtype=float), model.predict_values(X), False, metric)
+        return value if math.isfinite(value) else None
     proba = model.predict_proba(X)
     value = score(y_hold, predict_labels(model, X, project, proba), project.multi_label, metric,
                   proba=proba, classes=project.classes)

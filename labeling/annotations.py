@@ -16,6 +16,7 @@ from labeling.errors import GroundworkError
 from labeling.items import get_item
 from labeling.projects import Project
 from labeling.store import utcnow
+from labeling.targets import number_label, parse_number
 
 SOURCES = ("human", "auto", "review", "import")
 CURATED_SOURCES = ("human", "review", "import")
@@ -32,6 +33,8 @@ def parse_labels(value: str | Iterable[str]) -> list[str]:
 
 def validate_labels(project: Project, labels: str | Iterable[str]) -> list[str]:
     """Refuse what the project cannot hold, naming the classes it does have."""
+    if project.regression:
+        return [_number_answer(project, labels)]
     values = parse_labels(labels if labels is not None else [])
     if not values:
         raise GroundworkError("no label given: pick one of " + ", ".join(project.classes))
@@ -52,6 +55,20 @@ def validate_labels(project: Project, labels: str | Iterable[str]) -> list[str]:
             f"({shown(values)}): give exactly one"
         )
     return sorted(set(values), key=project.classes.index)
+
+
+def _number_answer(project: Project, answer) -> str:
+    """A regression answer: one finite number, kept in canonical form."""
+    values = [answer] if isinstance(answer, (str, int, float)) or answer is None else list(answer)
+    if len(values) != 1:
+        raise GroundworkError(f"project {project.name!r} wants one number per item, got "
+                              f"{len(values)} values")
+    number = parse_number(values[0])
+    if number is None:
+        shown = str(values[0])[:40]
+        raise GroundworkError(f"{shown!r} is not a number: project {project.name!r} is a "
+                              "regression project, answer with a number such as 12.5")
+    return number_label(number)
 
 
 def record_annotation(
@@ -254,7 +271,7 @@ def current_labels(
         answers = answers[answers["source"].isin(CURATED_SOURCES)]
     if answers.empty:
         return answers
-    answers = _consolidated(answers, project.annotations_per_item)
+    answers = _consolidated(answers, project.annotations_per_item, project.regression)
     answers = answers.assign(curated=answers["source"].isin(CURATED_SOURCES))
     answers = answers.sort_values(["item_id", "curated", "id"])
     return (
@@ -265,7 +282,8 @@ def current_labels(
     )
 
 
-def _consolidated(answers: pd.DataFrame, wanted: int) -> pd.DataFrame:
+def _consolidated(answers: pd.DataFrame, wanted: int, regression: bool = False
+                  ) -> pd.DataFrame:
     """Replace several people's answers to an item by their consolidated answer.
 
     When a project wants k > 1 answers per item, an item whose human answers
@@ -285,10 +303,13 @@ def _consolidated(answers: pd.DataFrame, wanted: int) -> pd.DataFrame:
     ready = shared.difference(waiting)
     if ready.empty:
         return keep
-    from labeling.consolidation import consolidate, settled_labels
+    from labeling.consolidation import consolidate, consolidate_numbers, settled_labels
 
-    # Reviewer-settled items anchor each person's reliability (see consolidation.py).
-    consensus = consolidate(latest, settled_labels(answers)).set_index("item_id")
+    if regression:
+        consensus = consolidate_numbers(latest).set_index("item_id")
+    else:
+        # Reviewer-settled items anchor each person's reliability (see consolidation.py).
+        consensus = consolidate(latest, settled_labels(answers)).set_index("item_id")
     rows = latest[latest["item_id"].isin(ready)].groupby("item_id").tail(1).copy()
     rows["labels"] = rows["item_id"].map(consensus["labels"])
     rows["confidence"] = rows["item_id"].map(consensus["confidence"])

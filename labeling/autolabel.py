@@ -31,7 +31,7 @@ from scipy.stats import beta
 
 from labeling.annotations import current_labels
 from labeling.errors import GroundworkError
-from labeling.projects import Project
+from labeling.projects import Project, require_classes
 from labeling.queue import promoted_model_id
 from labeling.splits import HOLDOUT_SOURCES, in_holdout
 from labeling.store import utcnow
@@ -132,6 +132,7 @@ def plan_autolabel(
     confidence: float = DEFAULT_CONFIDENCE,
 ) -> dict:
     """What an automated-labeling run would do now, without writing anything."""
+    require_classes(project, "automated labeling")
     _validate_target(target, confidence)
     model_id = promoted_model_id(db, project)
     if model_id is None:

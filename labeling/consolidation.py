@@ -25,11 +25,13 @@ import json
 import warnings
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 import sqlite_utils
 
 from labeling.annotations import live_annotations
 from labeling.projects import Project
+from labeling.targets import number_label
 
 # Below this many items answered by two or more people there is too little
 # overlap to learn each person's reliability: majority vote decides.
@@ -162,6 +164,28 @@ def consolidate(human: pd.DataFrame,
         "n_answers": counts.reindex(label.index).values.astype(int),
         "method": method,
     })[columns]
+
+
+def consolidate_numbers(human: pd.DataFrame) -> pd.DataFrame:
+    """Numeric answers (regression): the median per item, as `consolidate` lays it out.
+
+    The median, not the mean, so one slip of a finger (1500 for 15.00) cannot
+    move the curated value; `confidence` is the share of answers within 10%
+    of the median's magnitude of it (1.0 when everyone agrees).
+    """
+    columns = ["item_id", "labels", "confidence", "n_answers", "method"]
+    if human.empty:
+        return pd.DataFrame(columns=columns)
+    values = human.assign(value=human["labels"].map(lambda a: float(a[0])))
+    rows = []
+    for item_id, group in values.groupby("item_id"):
+        numbers = group["value"].to_numpy(dtype=float)
+        middle = float(np.median(numbers))
+        close = np.abs(numbers - middle) <= 0.1 * max(abs(middle), 1e-12)
+        rows.append({"item_id": int(item_id), "labels": [number_label(middle)],
+                     "confidence": float(close.mean()), "n_answers": len(numbers),
+                     "method": "median"})
+    return pd.DataFrame(rows, columns=columns)
 
 
 def latest_human_answers(db: sqlite_utils.Database, project: Project) -> pd.DataFrame:

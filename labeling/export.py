@@ -24,7 +24,12 @@ from pathlib import Path
 import sqlite_utils
 
 from labeling.annotations import CURATED_SOURCES, current_labels
-from labeling.consolidation import consolidate, latest_human_answers, reviewed_truth
+from labeling.consolidation import (
+    consolidate,
+    consolidate_numbers,
+    latest_human_answers,
+    reviewed_truth,
+)
 from labeling.errors import GroundworkError
 from labeling.items import Item, iter_items
 from labeling.projects import Project
@@ -45,6 +50,8 @@ def task_type(project: Project) -> str:
         "text": "groundtruth/text-classification",
         "tabular": "groundwork/tabular-classification",
     }[project.modality]
+    if project.regression:
+        return "groundwork/tabular-regression"
     return f"{base}-multilabel" if project.multi_label else base
 
 
@@ -104,7 +111,9 @@ def _worker_answers(db: sqlite_utils.Database, project: Project,
     }
     if not consolidated:
         return {}
-    methods = consolidate(latest, reviewed_truth(db, project)).set_index("item_id")["method"]
+    combined = consolidate_numbers(latest) if project.regression else consolidate(
+        latest, reviewed_truth(db, project))
+    methods = combined.set_index("item_id")["method"]
     out: dict[int, dict] = {}
     for item_id, rows in latest[latest["item_id"].isin(consolidated)].groupby("item_id"):
         workers = []
@@ -112,6 +121,8 @@ def _worker_answers(db: sqlite_utils.Database, project: Project,
             worker: dict = {"worker-id": row["user"]}
             if project.multi_label:
                 worker["class-names"] = list(row["labels"])
+            elif project.regression:
+                worker["value"] = float(row["labels"][0])
             else:
                 worker["class-name"] = row["labels"][0]
             worker["creation-date"] = row["created_at"]
@@ -145,8 +156,10 @@ def manifest_lines(db: sqlite_utils.Database, project: Project) -> Iterator[dict
             "groundwork-source": answer["source"],
             "groundwork-user": answer["user"],
         }
-        if project.multi_label:
-            value: int | list[int] = indices
+        if project.regression:  # the number itself: there is no class index
+            value: float | int | list[int] = float(labels[0])
+        elif project.multi_label:
+            value = indices
             metadata["class-map"] = {str(i): project.classes[i] for i in indices}
             metadata["confidence-map"] = {str(i): confidence for i in indices}
         else:

@@ -50,6 +50,7 @@ from labeling.projects import (
     validate_name,
 )
 from labeling.store import data_dir_of, utcnow
+from labeling.targets import is_regression_target, number_label, parse_number
 
 FOLDERS_AS = ("label", "gold", "none")
 TABLE_SUFFIXES = (".csv", ".tsv")
@@ -87,6 +88,7 @@ class ImportReport:
     duplicates: int = 0
     skipped: list[dict] = field(default_factory=list)
     classes: list[str] = field(default_factory=list)
+    task: str = "single-label"  # regression when a numeric label column made it one
     # Augmented manifests: labels marked `human-annotated: no` are not imported as labels.
     machine_labels_not_imported: int = 0
     notes: list[str] = field(default_factory=list)
@@ -505,8 +507,9 @@ def _read_image_manifest(source: Path, image_column: str | None, label_column: s
 
 def _read_rows(source: Path, modality: str, text_column: str | None, label_column: str | None,
                gold_column: str | None, multi_label: bool, encoding: str,
-               skipped: list[dict]) -> list[_Record]:
-    frame = read_table(source, encoding)
+               skipped: list[dict], numbers: bool = False,
+               frame: pd.DataFrame | None = None) -> list[_Record]:
+    frame = read_table(source, encoding) if frame is None else frame
     for col, role in ((label_column, "label column"), (gold_column, "gold column")):
         if col:
             _require_column(frame, col, role, source)
@@ -524,8 +527,14 @@ def _read_rows(source: Path, modality: str, text_column: str | None, label_colum
             )
         typed = read_table(source, encoding, typed=True)[feature_cols]
     records = []
+    read_cell = _number_cell if numbers else _cell_labels
+    bad: list[str] = []
     for number in range(len(frame)):
         row = frame.iloc[number]
+        if numbers:
+            for col in label_cols:
+                if read_cell(row[col], False) is None and _cell_labels(row[col], False):
+                    bad.append(f"row {number} {col}={shorten(row[col], 30)}")
         if modality == "text":
             cell = row[text_col]
             content = "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) \
@@ -548,18 +557,30 @@ def _read_rows(source: Path, modality: str, text_column: str | None, label_colum
                 key=str(number),
                 sha256=sha256_bytes(content.encode("utf-8")),
                 content=content,
-                labels=_cell_labels(row[label_column], multi_label) if label_column else None,
-                gold=_cell_labels(row[gold_column], multi_label) if gold_column else None,
+                labels=read_cell(row[label_column], multi_label) if label_column else None,
+                gold=read_cell(row[gold_column], multi_label) if gold_column else None,
                 metadata=metadata,
             )
         )
+    if bad:
+        raise GroundworkError(
+            f"{len(bad)} label cells of {source.name} are not numbers ({', '.join(bad[:5])}"
+            f"{' and more' if len(bad) > 5 else ''}), but a regression project's labels are "
+            "numbers: fix those cells or leave them empty (nothing was imported)")
     return records
+
+
+def _number_cell(value: object, multi_label: bool = False) -> list[str] | None:
+    """A regression label cell as one canonical number; None when empty or not a number."""
+    number = parse_number(value)
+    return None if number is None else [number_label(number)]
 
 
 def _read_source(source: Path, modality: str, *, text_column: str | None,
                  image_column: str | None, label_column: str | None, gold_column: str | None,
                  folders_as: str, multi_label: bool, encoding: str,
-                 skipped: list[dict]) -> list[_Record]:
+                 skipped: list[dict], numbers: bool = False,
+                 frame: pd.DataFrame | None = None) -> list[_Record]:
     suffix = source.suffix.lower()
     if modality == "image":
         if source.is_dir() or suffix == ".zip":
@@ -581,7 +602,7 @@ def _read_source(source: Path, modality: str, *, text_column: str | None,
     if modality == "tabular" and suffix in JSONL_SUFFIXES:
         raise GroundworkError(f"{source.name}: a tabular import takes a CSV file")
     return _read_rows(source, modality, text_column, label_column, gold_column, multi_label,
-                      encoding, skipped)
+                      encoding, skipped, numbers=numbers, frame=frame)
 
 
 # ---------------------------------------------------------------- augmented manifests
@@ -959,7 +980,7 @@ def import_source(
     source: str | Path,
     modality: str,
     *,
-    task: str = "single-label",
+    task: str | None = None,
     text_column: str | None = None,
     image_column: str | None = None,
     label_column: str | None = None,
@@ -970,10 +991,17 @@ def import_source(
     user: str = "import",
     strict: bool = False,
 ) -> ImportReport:
-    """Import a source into a project (created if missing), in one transaction."""
+    """Import a source into a project (created if missing), in one transaction.
+
+    Without `task`, a new project is single-label, except a table whose label
+    (or gold) column holds quantities (`labeling.targets.is_regression_target`):
+    that one becomes a regression project, and the report's notes say so.
+    """
     name = validate_name(project_name)
     if modality not in MODALITIES:
         raise GroundworkError(f"unknown modality {modality!r}: use one of {', '.join(MODALITIES)}")
+    explicit = task is not None
+    task = task or "single-label"
     if task not in TASKS:
         raise GroundworkError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
     if folders_as not in FOLDERS_AS:
@@ -992,10 +1020,23 @@ def import_source(
                 f"project {name!r} holds {existing.modality} items, not {modality}: import into "
                 "another project"
             )
-        if existing.task != task and task != "single-label":
+        if explicit and existing.task != task and task != "single-label":
             raise GroundworkError(f"project {name!r} is {existing.task}, not {task}")
         task = existing.task
+    if task == "regression" and modality != "tabular":
+        raise GroundworkError(f"regression (a number per item) is for tabular projects, not "
+                              f"{modality}: use --task single-label or multi-label")
     multi_label = task == "multi-label"
+    inferred_from = None
+    frame = None
+    if (modality == "tabular" and existing is None and not explicit and classes is None
+            and (label_column or gold_column) and source.suffix.lower() in TABLE_SUFFIXES
+            and source.is_file()):
+        frame = read_table(source, encoding)
+        for col in (label_column, gold_column):
+            if col and col in frame.columns and is_regression_target(frame[col]):
+                task, inferred_from = "regression", col
+                break
 
     skipped: list[dict] = []
     manifest = None
@@ -1021,6 +1062,7 @@ def import_source(
             source, modality, text_column=text_column, image_column=image_column,
             label_column=label_column, gold_column=gold_column, folders_as=folders_as,
             multi_label=multi_label, encoding=encoding, skipped=skipped,
+            numbers=task == "regression", frame=frame,
         )
     records = _unique_keys(records, skipped)
     if strict and skipped:
@@ -1042,6 +1084,15 @@ def import_source(
                 "project is single-label: import with --task multi-label, or give each item "
                 "one label (nothing was imported)"
             )
+    if task == "regression":
+        if manifest is not None:
+            raise GroundworkError("an augmented manifest holds class labels; a regression "
+                                  "project imports a CSV table with a numeric label column")
+        if classes:
+            raise GroundworkError("a regression project has no classes (its labels are "
+                                  "numbers): leave out --classes")
+        return _import_records(db, name, modality, task, [], existing, records, skipped,
+                               user, inferred_from)
     # A manifest's classes keep its class-index order unless --classes says otherwise.
     given = classes if classes is not None or manifest is None else manifest.classes
     new_classes = _classes_for(records, given, existing)
@@ -1056,7 +1107,22 @@ def import_source(
             "--classes with every class the project should have"
         )
 
+    report = _import_records(db, name, modality, task, new_classes, existing, records, skipped,
+                             user, None, manifest)
+    return report
+
+
+def _import_records(db: sqlite_utils.Database, name: str, modality: str, task: str,
+                    new_classes: list[str], existing: Project | None, records: list[_Record],
+                    skipped: list[dict], user: str, inferred_from: str | None,
+                    manifest: _Manifest | None = None) -> ImportReport:
+    """Write the read records in one transaction (media removed again if it fails)."""
     report = ImportReport(project=name, created=existing is None, classes=new_classes)
+    if inferred_from is not None:
+        report.notes.append(
+            f"column {inferred_from!r} holds quantities (many distinct numbers), so the project "
+            "was created for regression: its labels are numbers; import with --task "
+            "single-label to treat them as classes instead")
     if manifest is not None and manifest.machine:
         report.machine_labels_not_imported = len(manifest.machine)
         report.notes.append(
@@ -1073,7 +1139,9 @@ def import_source(
         discard_media(db, data_dir, created)
         raise
     report.skipped = skipped
-    report.classes = get_project(db, name).classes
+    project = get_project(db, name)
+    report.classes = project.classes
+    report.task = project.task
     return report
 
 

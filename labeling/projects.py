@@ -11,7 +11,10 @@ from labeling.errors import GroundworkError
 from labeling.store import utcnow
 
 MODALITIES = ("image", "text", "tabular")
-TASKS = ("single-label", "multi-label")
+TASKS = ("single-label", "multi-label", "regression")
+# A regression project's answer is a number (tables only): its queue ranks by the
+# disagreement of a committee of trees, since there are no class probabilities.
+REGRESSION_STRATEGIES = ("uncertainty", "random")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,11 @@ class Project:
     def multi_label(self) -> bool:
         return self.task == "multi-label"
 
+    @property
+    def regression(self) -> bool:
+        """Answers are numbers (a quantity per table row), not classes."""
+        return self.task == "regression"
+
 
 def _from_row(row: dict) -> Project:
     return Project(
@@ -45,6 +53,15 @@ def _from_row(row: dict) -> Project:
         strategy=row.get("strategy") or "margin",
         refit_every=int(row["refit_every"]) if row.get("refit_every") is not None else 20,
     )
+
+
+def require_classes(project: Project, what: str) -> None:
+    """Refuse a class-based feature on a regression project, saying what does work there."""
+    if project.regression:
+        raise GroundworkError(
+            f"{what} works on class labels and their probabilities; project {project.name!r} "
+            "is a regression project (its labels are numbers): train it, predict with it and "
+            "label rows with numbers instead")
 
 
 def clean_classes(classes: list[str]) -> list[str]:
@@ -81,19 +98,28 @@ def create_project(
         )
     if task not in TASKS:
         raise GroundworkError(f"unknown task {task!r}: use one of {', '.join(TASKS)}")
+    if task == "regression":
+        if modality != "tabular":
+            raise GroundworkError(
+                f"regression (a number per item) is for tabular projects, not {modality}: "
+                "use --task single-label or multi-label for classes")
+        if clean_classes(classes or []):
+            raise GroundworkError("a regression project has no classes (its labels are "
+                                  "numbers): leave out --classes")
     if find_project(db, name) is not None:
         raise GroundworkError(f"a project named {name!r} exists already: pick another name")
+    row = {
+        "name": name,
+        "modality": modality,
+        "task": task,
+        "classes": json.dumps(clean_classes(classes or [])),
+        "instructions": instructions or "",
+        "created_at": utcnow(),
+    }
+    if task == "regression":
+        row["strategy"] = "uncertainty"
     with db.atomic():
-        pk = db["projects"].insert(
-            {
-                "name": name,
-                "modality": modality,
-                "task": task,
-                "classes": json.dumps(clean_classes(classes or [])),
-                "instructions": instructions or "",
-                "created_at": utcnow(),
-            }
-        ).last_pk
+        pk = db["projects"].insert(row).last_pk
     return get_project(db, pk)
 
 
@@ -125,6 +151,9 @@ def list_projects(db: sqlite_utils.Database) -> list[Project]:
 def set_classes(db: sqlite_utils.Database, project: Project, classes: list[str]) -> Project:
     """Classes can be added, never silently dropped: labels already given must stay valid."""
     new = clean_classes(classes)
+    if project.regression and new:
+        raise GroundworkError(f"project {project.name!r} is a regression project: its labels "
+                              "are numbers, it has no classes")
     missing = [c for c in project.classes if c not in new]
     if missing:
         raise GroundworkError(
@@ -152,6 +181,11 @@ def set_strategy(db: sqlite_utils.Database, project: Project, strategy: str) -> 
     if strategy not in STRATEGIES:
         raise GroundworkError(
             f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if project.regression and strategy not in REGRESSION_STRATEGIES:
+        raise GroundworkError(
+            f"strategy {strategy!r} needs class probabilities; a regression project can use "
+            f"{' or '.join(REGRESSION_STRATEGIES)} (uncertainty: the spread of a committee of "
+            "trees' predictions)")
     with db.atomic():
         db["projects"].update(project.id, {"strategy": strategy})
     return get_project(db, project.id)

@@ -92,6 +92,31 @@ def store_predictions(
     return len(item_ids)
 
 
+def store_value_predictions(
+    db: sqlite_utils.Database,
+    model_version_id: int,
+    item_ids: Sequence[int],
+    values: np.ndarray,
+) -> int:
+    """Save a regression model's predicted numbers (no probabilities, so no class confidence).
+
+    `confidence`, `margin` and `entropy` are 0: a number has no class
+    probabilities to rank by, and nothing that acts on confidence (review
+    rules, automated labeling) runs on regression projects.
+    """
+    from labeling.targets import number_label
+
+    rows = (
+        {"model_version_id": model_version_id, "item_id": int(item_id),
+         "predicted": json.dumps([number_label(v)]), "probabilities": "[]",
+         "confidence": 0.0, "margin": 0.0, "entropy": 0.0}
+        for item_id, v in zip(item_ids, np.asarray(values, dtype=float), strict=True)
+    )
+    with db.atomic():
+        db["predictions"].insert_all(rows, batch_size=2000, replace=True)
+    return len(item_ids)
+
+
 def promoted_model_id(db: sqlite_utils.Database, project: Project) -> int | None:
     row = db.execute(
         "SELECT id FROM model_versions WHERE project_id = ? AND status = 'promoted' "

@@ -444,6 +444,37 @@ def _migration_leases(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
+_TASK_CHECK_OLD = "CHECK (task IN ('single-label', 'multi-label'))"
+_TASK_CHECK_NEW = "CHECK (task IN ('single-label', 'multi-label', 'regression'))"
+
+
+def _migration_regression(db: sqlite_utils.Database) -> None:
+    """Regression projects: `projects.task` may be 'regression' (numbers, not classes).
+
+    SQLite cannot alter a CHECK constraint, and rebuilding `projects` would
+    cascade-delete every item through the foreign keys. Widening a CHECK does
+    not touch stored rows, which is the case SQLite's documentation allows
+    editing the schema text for (ALTER TABLE, "making other kinds of table
+    schema changes"); the integrity check afterwards proves the file sound.
+    """
+    row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'projects'"
+                     ).fetchone()
+    if row is None or _TASK_CHECK_OLD not in row[0]:
+        return
+    version = db.execute("PRAGMA schema_version").fetchone()[0]
+    db.execute("PRAGMA writable_schema = ON")
+    try:
+        db.execute("UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE type = 'table' "
+                   "AND name = 'projects'", [_TASK_CHECK_OLD, _TASK_CHECK_NEW])
+        db.execute(f"PRAGMA schema_version = {int(version) + 1}")
+    finally:
+        db.execute("PRAGMA writable_schema = OFF")
+    problems = db.execute("PRAGMA quick_check").fetchall()
+    if problems != [("ok",)]:
+        raise RuntimeError(f"the store failed its check after the regression migration: "
+                           f"{problems[:3]}")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
@@ -455,6 +486,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_review_workflows,
     _migration_users,
     _migration_leases,
+    _migration_regression,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

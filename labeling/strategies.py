@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from modAL.batch import ranked_batch
+from modAL.disagreement import max_std_sampling
 from modAL.uncertainty import classifier_entropy, classifier_margin, classifier_uncertainty
 from sklearn.cluster import KMeans
 from sklearn.metrics import pairwise_distances_argmin
@@ -40,6 +41,41 @@ class RankedBatchLearner:
 
     def __init__(self, labeled_features) -> None:
         self.X_training = labeled_features
+
+
+class StoredSpread:
+    """What modAL's `max_std_sampling` needs from a regressor: `predict(rows, return_std=True)`.
+
+    The spread is a committee's (the trees of a forest), computed once by the
+    background refit; modAL ranks by it without calling a model.
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.mean = np.asarray(mean, dtype=float)
+        self.std = np.asarray(std, dtype=float)
+
+    def predict(self, rows: np.ndarray, return_std: bool = False):
+        rows = np.asarray(rows, dtype=int).ravel()
+        return (self.mean[rows], self.std[rows]) if return_std else self.mean[rows]
+
+
+def regression_order(strategy: str, mean: np.ndarray, std: np.ndarray, seed: int = 0
+                     ) -> np.ndarray:
+    """Every pool row, most useful first, for numeric answers.
+
+    `uncertainty`: modAL's `max_std_sampling` (the committee disagrees most
+    first); `random`: a seeded permutation. Nothing is dropped.
+    """
+    n_rows = len(mean)
+    if n_rows == 0:
+        return np.array([], dtype=int)
+    if strategy == "random":
+        return np.random.default_rng(seed).permutation(n_rows)
+    rows = np.arange(n_rows).reshape(-1, 1)
+    picked = max_std_sampling(StoredSpread(mean, std), rows, n_instances=n_rows)
+    order = np.asarray(picked[0] if isinstance(picked, tuple) else picked, dtype=int)
+    # modAL's argmax order among equal spreads is not stable: sort by spread, then by row.
+    return order[np.lexsort((order, -np.asarray(std, dtype=float)[order]))]
 
 
 def usefulness(strategy: str, probabilities: np.ndarray) -> np.ndarray:

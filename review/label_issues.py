@@ -29,7 +29,7 @@ from labeling.annotations import current_labels, live_annotations
 from labeling.errors import GroundworkError
 from labeling.inputs import model_input
 from labeling.items import get_items
-from labeling.projects import Project
+from labeling.projects import Project, require_classes
 from labeling.store import get_setting, set_setting, utcnow
 from review.confident import MIN_PER_CLASS, candidates_for, label_issue_ranking, out_of_fold
 
@@ -84,6 +84,7 @@ def check_labels(
     candidates: list[dict] | None = None,
 ) -> dict:
     """Scan the project's curated labels now and store the result; return its summary."""
+    require_classes(project, "label-issue detection (confident learning)")
     started = time.monotonic()
     labels = _labels(db, project)
     if project.multi_label:

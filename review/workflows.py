@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 import sqlite_utils
 
 from labeling.errors import GroundworkError
-from labeling.projects import Project
+from labeling.projects import Project, require_classes
 from labeling.queue import promoted_model_id
 from labeling.store import utcnow
 from review.conditions import Candidate, describe, evaluate, validate
@@ -74,6 +74,7 @@ def check_conditions(conditions, project: Project, source: str) -> dict:
     A batch is model predictions like the pool, so the same conditions apply
     (and a suspected label error does not: a batch row has no given label).
     """
+    require_classes(project, "review")
     if source not in SOURCES:
         raise GroundworkError(f"unknown workflow source {source!r}: use one of "
                               f"{', '.join(SOURCES)}")

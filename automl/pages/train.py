@@ -64,10 +64,16 @@ def data_report_panel(include_auto: bool) -> dict | None:
              f"{report['metric'].replace('_', ' ')} · {levels.count('blocking')} blocking, "
              f"{levels.count('warning')} warnings")
     with st.expander(title, expanded=report["blocking"]):
-        counts = pd.DataFrame(sorted(report["class_counts"].items(), key=lambda kv: -kv[1]),
-                              columns=["class", "labels"])
-        st.bar_chart(counts, x="class", y="labels", horizontal=True, height=min(
-            60 + 28 * len(counts), 320))
+        if report.get("target"):
+            t = report["target"]
+            st.caption(f"Target: {report['n']} numbers from {t['min']:.4g} to {t['max']:.4g}, "
+                       f"mean {t['mean']:.4g}, median {t['median']:.4g}, std {t['std']:.4g}, "
+                       f"{t['distinct']} distinct values")
+        if report["class_counts"]:
+            counts = pd.DataFrame(sorted(report["class_counts"].items(), key=lambda kv: -kv[1]),
+                                  columns=["class", "labels"])
+            st.bar_chart(counts, x="class", y="labels", horizontal=True, height=min(
+                60 + 28 * len(counts), 320))
         show = {"blocking": st.error, "warning": st.warning, "info": st.info}
         for finding in report["findings"]:
             show[finding["level"]](f"**{finding['check'].replace('_', ' ')}**: "
@@ -83,11 +89,11 @@ include_auto = st.checkbox(
     help="Off by default: machine labels can reinforce the model's own mistakes. "
     "They are never used to measure a model.",
 )
-ensemble = st.checkbox(
+ensemble = not project.regression and st.checkbox(
     "Try an ensemble of the best model families", value=False, key="ensemble",
     help="Soft voting over the best trial of each of the top three families, kept only if it "
     "beats the best single model on the holdout.")
-all_families = families(project.modality)
+all_families = families(project.modality, project.regression)
 chosen_families = st.multiselect(
     "Model families", all_families, default=all_families, key="families",
     format_func=lambda f: f.replace("_", " "),
@@ -136,6 +142,37 @@ def _json(value) -> dict:
 
 
 @st.fragment(run_every=1.0)
+def regression_holdout(explanation: dict) -> None:
+    """A regression model on its holdout: R², MAE, RMSE with intervals, the prediction
+    interval, predicted against actual, and what the model leans on."""
+    hm = explanation.get("holdout_metrics") or {}
+    cols = st.columns(3)
+    for col, key, name in ((cols[0], "r2", "R²"), (cols[1], "mae", "Mean absolute error"),
+                           (cols[2], "rmse", "Root mean squared error")):
+        if hm.get(key):
+            v = hm[key]
+            col.metric(name, f"{v['value']:.4g}")
+            col.caption(f"95% interval {v['low']:.4g} – {v['high']:.4g}")
+    st.caption(hm.get("how") or "")
+    interval = explanation.get("interval") or {}
+    if interval.get("half_width") is not None:
+        st.markdown(f"**Prediction interval**: prediction ± {interval['half_width']:.4g} "
+                    f"({interval['coverage']:.0%}, split conformal)")
+        st.caption(interval.get("how", ""))
+    points = (explanation.get("residuals") or {}).get("points") or []
+    if points:
+        st.markdown("**Predicted against actual** (holdout; on the diagonal is right)")
+        st.scatter_chart(pd.DataFrame(points), x="actual", y="predicted")
+    imp = explanation.get("importance") or {}
+    if imp.get("features"):
+        st.markdown("**Permutation importance** (drop in R² when a column is shuffled)")
+        st.bar_chart(pd.DataFrame(imp["features"]).head(20), x="feature", y="mean",
+                     horizontal=True)
+        st.caption(imp.get("how", ""))
+    for problem in (explanation.get("reasons") or []) + (explanation.get("errors") or []):
+        st.caption(f"Note: {problem}")
+
+
 def job_status() -> None:
     """The latest run, read from the store: a reload or another tab sees the same progress."""
     reap_stale_jobs(db)
@@ -275,6 +312,8 @@ with holdout_tab:
     if model["holdout_score"] is None:
         st.info("No holdout: every label was needed for training (fewer than ten people's "
                 "labels, or a class missing outside the holdout).")
+    elif explanation.get("regression"):
+        regression_holdout(explanation)
     else:
         hm = explanation.get("holdout_metrics") or {}
         cols = st.columns(3)

@@ -21,9 +21,11 @@ from labeling.annotations import (
     recent_annotations,
     record_annotation,
     retract_annotation,
+    validate_labels,
 )
 from labeling.autolabel import auto_label_count
 from labeling.consolidation import agreement
+from labeling.errors import GroundworkError
 from labeling.hooks import answers_saved
 from labeling.items import get_item
 from labeling.leases import default_lease_seconds, lease_item, lease_next_items, release_lease
@@ -206,6 +208,41 @@ def _toggle(project: Project, label: str) -> None:
         selected.append(label)
 
 
+def _short(predicted: list[str]) -> str:
+    """A predicted number as a person reads it (4 significant digits)."""
+    try:
+        return f"{float(predicted[0]):.4g}"
+    except (IndexError, TypeError, ValueError):
+        return "(none)"
+
+
+def _typed_number(project: Project, item_id: int, suggested: list[str]) -> None:
+    """A regression answer from the form: the number typed, or the suggestion when empty."""
+    typed = str(st.session_state.get(f"value-{item_id}") or "").strip()
+    answer = typed or (suggested[0] if suggested else "")
+    if not answer:
+        _state(project)["message"] = "Type a number (or S to skip)"
+        return
+    try:
+        checked = validate_labels(project, answer)
+    except GroundworkError as exc:
+        _state(project)["message"] = str(exc)
+        return
+    _answer(project, checked, item_id)
+
+
+def _number_form(project: Project, suggestion: dict | None, item_id: int) -> None:
+    """Regression: type the number, Enter saves; Enter on an empty box accepts the suggestion."""
+    suggested = list((suggestion or {}).get("predicted") or [])[:1]
+    with st.form(key=f"number-{item_id}", border=False, enter_to_submit=True):
+        st.text_input(
+            "Value", key=f"value-{item_id}",
+            placeholder=f"Enter alone accepts {suggested[0]}" if suggested else "a number",
+        )
+        st.form_submit_button("Save [Enter]", type="primary", on_click=_typed_number,
+                              args=(project, item_id, suggested))
+
+
 def _buttons(project: Project, state: dict, suggestion: dict | None, item_id: int) -> None:
     """Classes 1..9, Enter, S, U/Backspace and the arrows: every action has a key.
 
@@ -214,6 +251,8 @@ def _buttons(project: Project, state: dict, suggestion: dict | None, item_id: in
     the page moved on is a press of a button that no longer exists, and
     `_answer` drops it, instead of answering the next item unseen (issue 3).
     """
+    if project.regression:
+        _number_form(project, suggestion, item_id)
     with st.container(horizontal=True, key="class-buttons"):
         for i, label in enumerate(project.classes):
             if project.multi_label:
@@ -239,7 +278,7 @@ def _buttons(project: Project, state: dict, suggestion: dict | None, item_id: in
                 on_click=lambda: _answer(project, list(state["selected"]) or suggested, item_id),
                 disabled=not (state["selected"] or suggested),
             )
-        elif suggested:
+        elif suggested and not project.regression:
             st.button(
                 f"Accept {suggested[0]}", key=f"accept-{item_id}", shortcut="Enter",
                 type="primary", on_click=_answer, args=(project, suggested[:1], item_id),
@@ -335,7 +374,9 @@ def labeling_loop() -> None:
     source = "Model"
     if suggestion is None:
         suggestion, source = queue_suggestion(db, item.id), "Quick model (refit as you label)"
-    if suggestion:
+    if suggestion and project.regression:
+        st.caption(f"{source} suggests **{_short(suggestion['predicted'])}**")
+    elif suggestion:
         st.caption(
             f"{source} suggests **{', '.join(suggestion['predicted']) or '(none)'}** "
             f"(confidence {suggestion['confidence']:.2f})"

@@ -47,7 +47,10 @@ with st.form("import_form", clear_on_submit=False):
     left, right = st.columns(2)
     name = left.text_input("Project name", value=st.session_state.get("project_name") or "")
     modality = right.selectbox("Modality", ["image", "text", "tabular"])
-    task = left.selectbox("Task", ["single-label", "multi-label"])
+    task = left.selectbox(
+        "Task", ["automatic", "single-label", "multi-label", "regression"],
+        help="automatic: single-label, or regression for a table whose label column holds "
+        "quantities (many distinct numbers); regression is for tables only")
     classes = right.text_input("Classes (comma-separated, optional)")
     label_column = left.text_input("Label column (CSV, optional)")
     gold_column = right.text_input("Hidden gold column (CSV, optional)")
@@ -89,7 +92,7 @@ if submitted:
                     name,
                     source,
                     modality,
-                    task=task,
+                    task=None if task == "automatic" else task,
                     text_column=text_column.strip() or None,
                     label_column=label_column.strip() or None,
                     gold_column=gold_column.strip() or None,
