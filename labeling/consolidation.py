@@ -188,6 +188,35 @@ def consolidate_numbers(human: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def _interval_distance(answers: pd.DataFrame):
+    """Krippendorff's interval distance for numbers, scaled into 0..1 by the answers' range."""
+    values = answers["label"].map(lambda k: float(json.loads(k)[0]))
+    span = float(values.max() - values.min()) or 1.0
+
+    def distance(a, b) -> float:
+        return ((float(json.loads(a)[0]) - float(json.loads(b)[0])) / span) ** 2
+
+    return distance
+
+
+def _numeric_annotators(out: dict, answers: pd.DataFrame, overlap: pd.DataFrame,
+                        medians: pd.Series) -> dict:
+    """Each person's share of shared numeric answers within 10% of the item's median."""
+    for worker, rows in answers.groupby("worker"):
+        shared = rows[rows["task"].isin(overlap["task"])]
+        given = shared["label"].map(lambda k: float(json.loads(k)[0])).to_numpy()
+        middle = shared["task"].map(medians).to_numpy(dtype=float)
+        close = np.abs(given - middle) <= 0.1 * np.maximum(np.abs(middle), 1e-12)
+        out["annotators"].append({
+            "user": worker, "answers": int(len(rows)),
+            "agreement_with_consensus": float(close.mean()) if len(shared) else None,
+            "gold_answers": 0, "gold_accuracy": None, "settled": 0, "overturned": 0,
+            "weight": 1.0,
+        })
+    out["distance"] = "interval (squared difference over the answers' range)"
+    return out
+
+
 def latest_human_answers(db: sqlite_utils.Database, project: Project) -> pd.DataFrame:
     """Each person's latest live answer per item (a changed mind replaces the old answer)."""
     answers = live_annotations(db, project)
@@ -238,11 +267,17 @@ def agreement(db: sqlite_utils.Database, project: Project) -> dict:
     answers = _answers(human)
     overlap = answers[answers.groupby("task")["task"].transform("size") >= 2]
     out["items_with_overlap"] = int(overlap["task"].nunique())
+    distance = _interval_distance(overlap) if project.regression else None
     if out["items_with_overlap"]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            out["alpha"] = float(alpha_krippendorff(overlap))
+            out["alpha"] = float(alpha_krippendorff(overlap, distance) if distance
+                                 else alpha_krippendorff(overlap))
     truth = settled_labels(everything)
+    if project.regression:  # numbers: the median, and "agrees" means within 10% of it
+        medians = consolidate_numbers(human).set_index("item_id")["labels"].map(
+            lambda a: float(a[0]))
+        return _numeric_annotators(out, answers, overlap, medians)
     consolidated = consolidate(human, truth).set_index("item_id")["labels"].map(_key)
     skills = _skills(answers, _truth_keys(truth))
     gold = {

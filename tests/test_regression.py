@@ -109,6 +109,12 @@ def test_several_answers_are_consolidated_by_their_median(db):
         record_annotation(db, project, item, value, user=user)
     labels = current_labels(db, project, curated_only=True)
     assert labels["labels"].iloc[0] == ["12"] and labels["user"].iloc[0] == "consensus"
+    from labeling.consolidation import agreement
+
+    result = agreement(db, project)
+    assert result["items_with_overlap"] == 1 and result["alpha"] is not None
+    by_user = {a["user"]: a["agreement_with_consensus"] for a in result["annotators"]}
+    assert by_user == {"ann": 0.0, "bob": 1.0, "cy": 0.0}  # 10 is 17% below the median 12
 
 
 def test_training_searches_regressors_and_measures_them(db, trained):
