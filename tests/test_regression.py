@@ -312,3 +312,14 @@ def test_exports_carry_the_numbers(db, diabetes_csv, tmp_path):
     export_project(db, project, "csv", tmp_path / "out.csv")
     rows = pd.read_csv(tmp_path / "out.csv")
     assert np.allclose(rows.iloc[:, 1].astype(float), load_diabetes().target)
+
+
+@pytest.mark.parametrize("path", ["review/pages/review_tasks.py", "review/pages/workflows.py",
+                                  "labeling/pages/autolabel.py", "automl/pages/savings.py"])
+def test_class_only_pages_say_why_on_a_regression_project(db, data_dir, trained, path,
+                                                          monkeypatch):
+    monkeypatch.setenv("GROUNDWORK_DATA", str(data_dir))
+    monkeypatch.setenv("GROUNDWORK_DEMO", "0")
+    at = _page(path, "diabetes")
+    assert not at.exception
+    assert any("is a regression project" in i.value for i in at.info)

@@ -9,13 +9,20 @@ from automl.refit import learning_curve, start_refit
 from automl.savings import compare_with_random, default_oracle, last_comparison
 from automl.simulate import stop_hint
 from labeling.errors import GroundworkError
-from labeling.pages.common import current_account, current_project, get_db, require
+from labeling.pages.common import (
+    current_account,
+    current_project,
+    get_db,
+    require,
+    stop_unless_classes,
+)
 from labeling.projects import set_refit_every, set_strategy
 from labeling.strategies import STRATEGIES
 
 db = get_db()
 project = current_project(db)
 st.title(f"Savings · {project.name}")
+stop_unless_classes(project, "the savings dashboard (strategy against random)")
 
 with st.expander("Active learning settings", expanded=False):
     strategy = st.selectbox(

@@ -12,11 +12,18 @@ from labeling.autolabel import (
     run_autolabel,
 )
 from labeling.errors import GroundworkError
-from labeling.pages.common import current_account, current_project, get_db, require
+from labeling.pages.common import (
+    current_account,
+    current_project,
+    get_db,
+    require,
+    stop_unless_classes,
+)
 
 db = get_db()
 project = current_project(db)
 st.title(f"Auto-label · {project.name}")
+stop_unless_classes(project, "automated labeling")
 st.caption(
     "The promoted model labels every unlabeled item whose confidence is above a threshold. "
     "The threshold is chosen so that a lower confidence bound on the accuracy of those labels, "

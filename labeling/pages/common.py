@@ -17,7 +17,7 @@ import streamlit as st
 from labeling.errors import GroundworkError
 from labeling.items import Item, media_file
 from labeling.media import display_image, sweep_media
-from labeling.projects import Project, find_project
+from labeling.projects import Project, find_project, require_classes
 from labeling.store import connect, data_dir_of
 from labeling.users import (
     LOCAL_ADMIN,
@@ -272,3 +272,12 @@ def show_item(db: sqlite_utils.Database, project: Project, item: Item) -> None:
 
 def shortcut_for(index: int) -> str | None:
     return str(index + 1) if index < 9 else None
+
+
+def stop_unless_classes(project: Project, what: str) -> None:
+    """A class-only page on a regression project says why it has nothing, and stops there."""
+    try:
+        require_classes(project, what)
+    except GroundworkError as exc:
+        st.info(str(exc))
+        st.stop()

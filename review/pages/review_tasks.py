@@ -25,6 +25,7 @@ from labeling.pages.common import (
     require,
     shortcut_for,
     show_item,
+    stop_unless_classes,
 )
 from labeling.projects import Project
 from labeling.store import utcnow
@@ -44,6 +45,7 @@ from review.workflows import list_workflows, preview, refresh_workflows, run_wor
 db = get_db()
 project = current_project(db)
 st.title(f"Review · {project.name}")
+stop_unless_classes(project, "review")
 
 try:
     for name, opened in refresh_workflows(db, project).items():

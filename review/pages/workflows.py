@@ -29,6 +29,7 @@ from labeling.pages.common import (
     current_user,
     get_db,
     require,
+    stop_unless_classes,
 )
 from labeling.queue import promoted_model_id
 from labeling.users import allowed
@@ -55,6 +56,7 @@ from review.workflows import (
 db = get_db()
 project = current_project(db)
 st.title(f"Workflows · {project.name}")
+stop_unless_classes(project, "review")
 ANY_CLASS = "any class"
 SOURCES = {"pool": "Model predictions on unlabeled items",
            "labels": "The project's own labels (error checks)",
