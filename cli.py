@@ -320,6 +320,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
+    if "only_a_closer" in result:  # a regression project
+        for v in result["versions"]:
+            print(f"v{v['version']} ({v['estimator']}): R² {v['r2']}, MAE {v['mae']}, "
+                  f"RMSE {v['rmse']}")
+        print(f"on the same {result['holdout_size']} held-out rows; v{args.a} closer on "
+              f"{result['only_a_closer']}, v{args.b} closer on {result['only_b_closer']} "
+              f"(Wilcoxon p = {result['p_value']})")
+        return 0
     for v in result["versions"]:
         low, high = v["accuracy_interval"]
         print(f"v{v['version']} ({v['estimator']}): balanced accuracy "

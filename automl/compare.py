@@ -43,6 +43,8 @@ def compare_versions(db: sqlite_utils.Database, project: Project, a: int, b: int
             "learned from: label more items (a fifth of people's labels are held out)")
     X, answers = data.part(keep)
     out: dict = {"holdout_size": int(keep.sum()), "versions": []}
+    if project.regression:
+        return _compare_numbers(db, project, rows, X, answers, out)
     if project.multi_label:
         from sklearn.preprocessing import MultiLabelBinarizer
 
@@ -75,5 +77,41 @@ def compare_versions(db: sqlite_utils.Database, project: Project, a: int, b: int
             f"both versions predict the same {int(keep.sum())} held-out curated labels of "
             "today (items either version trained on are left out); accuracy interval: Wilson "
             "95%; p-value: McNemar's exact test on the items exactly one version gets right"),
+    })
+    return out
+
+
+def _compare_numbers(db: sqlite_utils.Database, project: Project, rows: list[dict], X,  # noqa: N803
+                     answers: list, out: dict) -> dict:
+    """Regression: R², MAE and RMSE of both on the same rows, and a paired test of their errors.
+
+    Which version is closer is decided per row; the Wilcoxon signed-rank test
+    on the paired absolute errors says whether the difference could be chance.
+    """
+    from scipy.stats import wilcoxon
+    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+    truth = np.array([float(x[0]) for x in answers])
+    errors = []
+    for row in rows:
+        predicted = load_model(db, row).predict_values(X)
+        errors.append(np.abs(predicted - truth))
+        out["versions"].append({
+            "version": row["version"], "status": row["status"], "estimator": row["estimator"],
+            "r2": round(float(r2_score(truth, predicted)), 4) if len(truth) > 1 else None,
+            "mae": round(float(mean_absolute_error(truth, predicted)), 4),
+            "rmse": round(float(root_mean_squared_error(truth, predicted)), 4),
+            "stored_holdout": row["holdout_score"],
+        })
+    diff = errors[0] - errors[1]
+    p_value = float(wilcoxon(errors[0], errors[1]).pvalue) if np.any(diff != 0) else 1.0
+    out.update({
+        "only_a_closer": int((diff < 0).sum()),
+        "only_b_closer": int((diff > 0).sum()),
+        "p_value": round(p_value, 4),
+        "how_measured": (
+            f"both versions predict the same {len(truth)} held-out curated numbers of today "
+            "(items either version trained on are left out); p-value: Wilcoxon signed-rank "
+            "test on the paired absolute errors"),
     })
     return out

@@ -323,3 +323,15 @@ def test_class_only_pages_say_why_on_a_regression_project(db, data_dir, trained,
     at = _page(path, "diabetes")
     assert not at.exception
     assert any("is a regression project" in i.value for i in at.info)
+
+
+def test_two_versions_are_compared_on_the_same_rows(db, trained):
+    from automl.compare import compare_versions
+
+    project, _ = trained
+    train_project(db, project, budget=3, model_families=["knn"])
+    result = compare_versions(db, project, 1, 2)
+    assert [v["version"] for v in result["versions"]] == [1, 2]
+    assert result["only_a_closer"] + result["only_b_closer"] <= result["holdout_size"]
+    assert 0 <= result["p_value"] <= 1 and all(v["mae"] > 0 for v in result["versions"])
+    assert "Wilcoxon" in result["how_measured"]

@@ -399,6 +399,15 @@ with compare_tab:
             try:
                 require(current_account(db), "train", project)  # roles (issue 6)
                 result = compare_versions(db, project, int(chosen), int(other))
+                if project.regression:
+                    st.dataframe(pd.DataFrame([
+                        {"version": f"v{v['version']}", "model": v["estimator"], "R²": v["r2"],
+                         "MAE": v["mae"], "RMSE": v["rmse"]} for v in result["versions"]]),
+                        hide_index=True, width="stretch", key="compare-table")
+                    st.caption(f"{result['how_measured']}. v{chosen} closer on "
+                               f"{result['only_a_closer']} rows, v{other} on "
+                               f"{result['only_b_closer']} (p = {result['p_value']}).")
+                    st.stop()
                 st.dataframe(pd.DataFrame([
                     {"version": f"v{v['version']}", "model": v["estimator"],
                      "balanced accuracy": v["balanced_accuracy"], "accuracy": v["accuracy"],
