@@ -704,6 +704,9 @@ def create_study(storage, name: str, seed: int, attrs: dict,
     )
     for key, value in attrs.items():
         study.set_user_attr(key, value)
+    # Attributes land one write at a time: a worker that joins waits for this last one,
+    # or it could read the deadline before the project it belongs to.
+    study.set_user_attr("ready", True)
     seen: list[dict] = []
     defaults = [DEFAULT_TRIAL, REGRESSION_DEFAULT_TRIAL] if choices is not None else [DEFAULT_TRIAL]
     for params in [*defaults, *warm_start]:

@@ -639,7 +639,7 @@ def run_worker(
     while True:  # workers may be started before the run creates its study
         try:
             attrs = load_study(storage, study_name).user_attrs
-            if "deadline" in attrs:
+            if attrs.get("ready"):  # set last: every other attribute is there
                 break
         except GroundworkError:
             if time.monotonic() >= give_up:
