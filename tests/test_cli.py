@@ -243,7 +243,9 @@ def test_every_command_on_every_modality(gw, tmp_path, spam_csv, wine_csv, modal
     assert len(pred) == report["imported"]
     assert (pred["predicted_label"] == pred["key"].map(gold)).mean() > 0.6
 
-    assert gw.json("review", "open", "p", "--below", "1.0")["opened"] >= 1
+    # A 2 s search on 16 labels may pick a model sure of everything (k-NN with k=1):
+    # the audit sample opens tasks whatever the confidences are.
+    assert gw.json("review", "open", "p", "--below", "1.0", "--sample", "0.5")["opened"] >= 1
     task = gw.json("review", "next", "p")["tasks"][0]
     gw.json("review", "answer", "p", task["id"], gold[task["key"]])
 
