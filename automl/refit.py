@@ -19,24 +19,17 @@ import json
 import time
 import warnings
 from collections import Counter
-from itertools import chain
-from typing import NamedTuple
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 import sqlite_utils
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
-from sklearn.pipeline import FeatureUnion
-from sklearn.preprocessing import MultiLabelBinarizer, normalize
+from sklearn.preprocessing import MultiLabelBinarizer
+from threadpoolctl import threadpool_limits
 
-from automl.features import make_features
+from automl.pool_cache import _IN_SPAN, item_input_chunks, pool_features
 from automl.training import training_set
 from labeling.errors import GroundworkError
-from labeling.inputs import model_input
-from labeling.items import get_items
 from labeling.projects import Project, get_project
 from labeling.queue import store_queue_scores, uncertainty_scores
 from labeling.store import utcnow
@@ -44,27 +37,12 @@ from labeling.strategies import queue_order
 
 QUICK_MODEL = "logistic regression (quick refit)"
 CHUNK = 5000
-FEATURE_SAMPLE = 2000
-
-
-class _PoolRow(NamedTuple):
-    """What `model_input` reads from an item (its content or media file)."""
-
-    id: int
-    content: str | None
-    media_path: str | None
 
 
 def _id_span(db: sqlite_utils.Database, project: Project) -> tuple[int, int]:
     lo, hi = db.execute("SELECT min(id), max(id) FROM items WHERE project_id = ?",
                         [project.id]).fetchone()
     return (0, -1) if lo is None else (int(lo), int(hi))
-
-
-# A project's items are stored in id order (one import, one transaction), so the pool is
-# read in one pass over the project's id range (`+project_id` keeps SQLite on that range)
-# rather than through an index and one row lookup per item.
-_IN_SPAN = "id BETWEEN ? AND ? AND +project_id = ?"
 
 
 def open_item_ids(db: sqlite_utils.Database, project: Project) -> list[int]:
@@ -76,35 +54,14 @@ def open_item_ids(db: sqlite_utils.Database, project: Project) -> list[int]:
 
 def _pool_chunks(db: sqlite_utils.Database, project: Project, pool_ids: list[int], size: int):
     """The pool items' model input in chunks of `size`, in `pool_ids` order (ascending ids):
-    `(rows, X)` per chunk."""
-    wanted = set(pool_ids)
-    lo, hi = (pool_ids[0], pool_ids[-1]) if pool_ids else (0, -1)
-    cursor = db.execute(f"SELECT id, content, media_path FROM items WHERE {_IN_SPAN} "
-                        "ORDER BY id", [lo, hi, project.id])
-    chunk: list[_PoolRow] = []
-    for row in cursor:
-        if row[0] in wanted:
-            chunk.append(_PoolRow(*row))
-            if len(chunk) == size:
-                yield len(chunk), model_input(db, project, chunk)
-                chunk = []
-    if chunk:
-        yield len(chunk), model_input(db, project, chunk)
+    `(rows, X)` per chunk (the regression committee reads its pool this way)."""
+    for ids, X in item_input_chunks(db, project, pool_ids, size):
+        yield len(ids), X
 
 
 def labeled_count(db: sqlite_utils.Database, project: Project) -> int:
     return int(db.execute("SELECT count(*) FROM items WHERE project_id = ? AND n_labels > 0",
                           [project.id]).fetchone()[0])
-
-
-def _rows(X, idx):
-    return X.iloc[idx].reset_index(drop=True) if hasattr(X, "iloc") else [X[i] for i in idx]
-
-
-def _concat(a, b):
-    if hasattr(a, "iloc"):
-        return pd.concat([a, b], ignore_index=True)
-    return list(a) + list(b)
 
 
 def _class_probabilities(model, features, project: Project, classes) -> np.ndarray:
@@ -117,121 +74,38 @@ def _class_probabilities(model, features, project: Project, classes) -> np.ndarr
     return out
 
 
-def _word_counts(vectorizer: TfidfVectorizer, lowered: list[str]) -> sp.csr_matrix:
-    """A word (1, 1) or (1, 2)-gram vectorizer's counts, looked up once per distinct token."""
-    tokenize = vectorizer.build_tokenizer()
-    tokens = [tokenize(text) for text in lowered]
-    rows = np.repeat(np.arange(len(lowered)), [len(t) for t in tokens])
-    codes, uniques = pd.factorize(pd.Series(list(chain.from_iterable(tokens)), dtype=object))
-    vocabulary = vectorizer.vocabulary_
-    column = np.array([vocabulary.get(u, -1) for u in uniques], dtype=np.int64)
-    found_rows, found_cols = [rows], [column[codes]]
-    if vectorizer.ngram_range[1] == 2 and len(codes) > 1:
-        # A bigram is two consecutive tokens of one text: code the pair, look it up.
-        position = {u: i for i, u in enumerate(uniques)}
-        known = [(position[a] * len(uniques) + position[b], col) for term, col in vocabulary.items()
-                 if " " in term for a, b in [term.split(" ", 1)] if a in position and b in position]
-        pair_codes = np.array(sorted(known), dtype=np.int64).reshape(-1, 2)
-        same = rows[1:] == rows[:-1]
-        pairs = codes[:-1][same].astype(np.int64) * len(uniques) + codes[1:][same]
-        at = np.minimum(np.searchsorted(pair_codes[:, 0], pairs), max(len(pair_codes) - 1, 0))
-        hit = pair_codes[at, 0] == pairs if len(pair_codes) else np.zeros(len(pairs), bool)
-        found_rows.append(rows[1:][same][hit])
-        found_cols.append(pair_codes[at[hit], 1])
-    rows, cols = np.concatenate(found_rows), np.concatenate(found_cols)
-    keep = cols >= 0
-    return sp.csr_matrix((np.ones(int(keep.sum())), (rows[keep], cols[keep])),
-                         shape=(len(lowered), len(vocabulary)))
-
-
-def _char_wb_counts(vectorizer: TfidfVectorizer, lowered: list[str]) -> sp.csr_matrix:
-    """A char_wb vectorizer's counts: texts x words times words x n-grams.
-
-    `char_wb` n-grams never cross a word, so a text's counts are the sum of its
-    words' counts: each distinct word is analysed once, and one sparse product
-    adds them up.
-    """
-    analyze = vectorizer.build_analyzer()
-    words = [text.split() for text in lowered]
-    rows = np.repeat(np.arange(len(lowered)), [len(w) for w in words])
-    codes, uniques = pd.factorize(pd.Series(list(chain.from_iterable(words)), dtype=object))
-    vocabulary = vectorizer.vocabulary_
-    word_rows: list[int] = []
-    word_cols: list[int] = []
-    for i, word in enumerate(uniques):
-        for gram in analyze(word):
-            col = vocabulary.get(gram)
-            if col is not None:
-                word_rows.append(i)
-                word_cols.append(col)
-    per_word = sp.csr_matrix((np.ones(len(word_cols)), (word_rows, word_cols)),
-                             shape=(len(uniques), len(vocabulary)))
-    per_text = sp.csr_matrix((np.ones(len(codes)), (rows, codes)),
-                             shape=(len(lowered), len(uniques)))
-    return per_text @ per_word  # a product sums the words' counts: no duplicate entries
-
-
-def _tfidf(vectorizer: TfidfVectorizer, counts: sp.csr_matrix) -> sp.csr_matrix:
-    """What `TfidfVectorizer.transform` does to its counts (sublinear tf, idf, l2 norm)."""
-    if vectorizer.sublinear_tf:
-        np.log(counts.data, counts.data)
-        counts.data += 1
-    if vectorizer.use_idf:
-        counts.data *= vectorizer.idf_[counts.indices]
-    return normalize(counts, norm=vectorizer.norm, copy=False) if vectorizer.norm else counts
-
-
-def _plain_text_vectorizer(step) -> bool:
-    return (isinstance(step, TfidfVectorizer) and step.input == "content"
-            and step.lowercase and step.preprocessor is None and step.tokenizer is None
-            and step.strip_accents is None and step.stop_words is None and not step.binary
-            and step.dtype == np.float64 and not callable(step.analyzer)
-            and (step.analyzer == "char_wb"
-                 or (step.analyzer == "word" and step.ngram_range in ((1, 1), (1, 2))
-                     and step.token_pattern == r"(?u)\b\w\w+\b")))
-
-
-def _transform(features, X):
-    """`features.transform(X)`, faster for the text features of `automl.features`.
-
-    scikit-learn's text vectorizers run Python code for every n-gram of every
-    text (about 0.4 ms per email here, 40 s for 100,000), which is most of a
-    refit. For the word and char_wb TF-IDF union the same matrix is built per
-    distinct word instead (the equivalence is tested against scikit-learn's own
-    transform); other feature steps are used as they are.
-    """
-    steps = getattr(features, "transformer_list", None)
-    if (not isinstance(features, FeatureUnion) or features.transformer_weights is not None
-            or not steps or not all(_plain_text_vectorizer(step) for _, step in steps)
-            or not isinstance(X, list)):
-        return features.transform(X)
-    lowered = [str(x).lower() for x in X]  # each step's preprocessor: lowercase, no more
-    blocks = [_tfidf(step, _char_wb_counts(step, lowered) if step.analyzer == "char_wb"
-                     else _word_counts(step, lowered)) for _, step in steps]
-    return sp.hstack(blocks, format="csr")
-
-
 def refit(db: sqlite_utils.Database, project: Project, *, seed: int = 0) -> dict:
-    """Fit the quick model on curated labels, re-score the open pool, record a curve point."""
+    """Fit the quick model on curated labels, re-score the open pool, record a curve point.
+
+    Every item's features come from the project's features file
+    (`automl.pool_cache`), built on the first refit and brought up to date
+    after an import, so a refit gathers rows and multiplies them by the
+    model's weights instead of building n-grams for the whole pool again.
+
+    BLAS runs on one thread: the refit is a background job beside the app,
+    and on a busy 2-core machine OpenBLAS's threads spin-wait for each other
+    on these small vectors (the model fit took 1-2.7 s with two threads,
+    0.07 s with one, measured on 100,000 emails).
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _refit(db, project, seed=seed)
+
+
+def _refit(db: sqlite_utils.Database, project: Project, *, seed: int) -> dict:
     started = time.monotonic()
     project = get_project(db, project.id)  # the strategy may have changed since queuing
     data = training_set(db, project)
     train = np.flatnonzero(~data.holdout)
     held = np.flatnonzero(data.holdout)
-    X_train, y_train = data.part(~data.holdout)
-    pool_ids = open_item_ids(db, project)
+    labeled_ids = np.asarray(data.item_ids, dtype=np.int64)
+    y_train = [data.labels[i] for i in train]
+    features = pool_features(db, project, fit_ids=data.item_ids, seed=seed)
+    # An image item without a media file has no features (and no input) to score.
+    pool_ids = [int(i) for i in np.intersect1d(open_item_ids(db, project), features.ids)]
 
-    rng = np.random.default_rng(seed)
-    sample_ids = sorted(rng.choice(pool_ids, size=min(FEATURE_SAMPLE, len(pool_ids)),
-                                   replace=False).tolist()) if pool_ids else []
-    X_sample = model_input(db, project, get_items(db, project, sample_ids))
-    features = make_features(project.modality, X_train)
+    F_train = features.rows(labeled_ids[train])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        # Unsupervised feature fitting also sees pool items, so text vocabularies
-        # and tabular scalers cover what the queue will score.
-        features.fit(_concat(X_train, X_sample))
-        F_train = features.transform(X_train)
         if project.multi_label:
             binarizer = MultiLabelBinarizer(classes=project.classes).fit([project.classes])
             model = OneVsRestClassifier(LogisticRegression(max_iter=1000))
@@ -244,26 +118,17 @@ def refit(db: sqlite_utils.Database, project: Project, *, seed: int = 0) -> dict
 
     accuracy = None
     if len(held):
-        X_held, y_held = data.part(data.holdout)
-        proba = _class_probabilities(model, features.transform(X_held), project, classes)
-        accuracy = float(np.mean(_exact(proba, y_held, project)))
+        proba = _class_probabilities(model, features.rows(labeled_ids[held]), project, classes)
+        accuracy = float(np.mean(_exact(proba, [data.labels[i] for i in held], project)))
 
-    probabilities = np.zeros((len(pool_ids), len(project.classes)))
-    start = 0
-    for rows, X in _pool_chunks(db, project, pool_ids, CHUNK):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            probabilities[start : start + rows] = _class_probabilities(
-                model, _transform(features, X), project, classes)
-        start += rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probabilities = features.apply(
+            pool_ids, lambda rows: _class_probabilities(model, rows, project, classes), CHUNK
+        ).reshape(len(pool_ids), len(project.classes))
 
     predicted, confidence = _decisions(probabilities, project)
     counts = Counter(c for labels in data.labels for c in labels)
-
-    def pool_features(rows: np.ndarray):
-        chunk = [pool_ids[int(r)] for r in rows]
-        by_id = {i.id: i for i in get_items(db, project, chunk)}
-        return features.transform(model_input(db, project, [by_id[i] for i in chunk]))
 
     order = queue_order(
         project.strategy if not project.multi_label or project.strategy != "batch" else "margin",
@@ -271,7 +136,7 @@ def refit(db: sqlite_utils.Database, project: Project, *, seed: int = 0) -> dict
         np.array([p[0] if p else "" for p in predicted], dtype=object),
         dict(counts),
         batch=max(project.refit_every, 10),
-        pool_features=pool_features,
+        pool_features=lambda rows: features.rows([pool_ids[int(r)] for r in rows]),
         labeled_features=F_train,
         seed=seed,
     ) if pool_ids else np.array([], dtype=int)
@@ -292,7 +157,9 @@ def refit(db: sqlite_utils.Database, project: Project, *, seed: int = 0) -> dict
         db["learning_curve"].insert(point)
     return {"labels": len(data.item_ids), "train_size": int(len(train)),
             "holdout_size": int(len(held)), "accuracy": accuracy, "scored": len(pool_ids),
-            "strategy": project.strategy, "seconds": seconds}
+            "strategy": project.strategy, "seconds": seconds,
+            "features": {"transformed": features.transformed, "rebuilt": features.rebuilt,
+                         "rows": int(len(features.ids))}}
 
 
 def _exact(proba: np.ndarray, answers: list[list[str]], project: Project) -> list[bool]:
@@ -307,7 +174,8 @@ def _decisions(proba: np.ndarray, project: Project) -> tuple[list[list[str]], np
                      for row in proba]
         confidence = (np.abs(proba - 0.5) * 2).min(axis=1) if proba.size else np.zeros(0)
         return predicted, confidence
-    predicted = [[project.classes[int(i)]] for i in proba.argmax(axis=1)] if proba.size else []
+    names = np.array(project.classes, dtype=object)
+    predicted = [[c] for c in names[proba.argmax(axis=1)].tolist()] if proba.size else []
     confidence = uncertainty_scores(proba)["confidence"] if len(proba) else np.zeros(0)
     return predicted, confidence
 

@@ -18,7 +18,10 @@ Three targets, each measured on a real store built with the domain functions
 2. refit: `automl.refit.refit(db, project)` end to end <= 5 s on `--pool` items
    with a few hundred curated labels, for text (SpamAssassin emails from
    tests/data/spam.csv, cut and varied) and a table (wine with noise), with
-   the time spent in each step of the refit.
+   the time spent in each step of the refit. The first refit after the import
+   builds the project's features file (`automl.pool_cache`) and is reported
+   on its own (`first_refit_seconds`); the target is for the `--refit-runs`
+   refits after it, each after `refit_every` more labels, as when people label.
 3. browser: the app (`streamlit run app.py`) on the `--pool` text project,
    the Label page in Debian's Chromium; a MutationObserver in the page times
    the key press ("1") to the next item's text in the DOM (and to the next
@@ -70,6 +73,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from label_efficiency import write_results  # noqa: E402
 
+import automl.pool_cache as pool_cache  # noqa: E402
 import automl.refit as refit_module  # noqa: E402
 from labeling.annotations import record_annotation  # noqa: E402
 from labeling.items import add_items, get_item  # noqa: E402
@@ -103,9 +107,9 @@ CHROMIUM_ARGS = [
 ]
 SPAM_CSV = ROOT / "tests" / "data" / "spam.csv"
 FULL = {"items": 1_000_000, "random_items": None, "labeled": 5000, "calls": 2000,
-        "multi_calls": 300, "pool": 100_000, "curated": 300, "refit_runs": 2, "answers": 200}
+        "multi_calls": 300, "pool": 100_000, "curated": 300, "refit_runs": 3, "answers": 200}
 QUICK = {"items": 20_000, "random_items": None, "labeled": 500, "calls": 300,
-         "multi_calls": 60, "pool": 5_000, "curated": 100, "refit_runs": 1, "answers": 20}
+         "multi_calls": 60, "pool": 5_000, "curated": 100, "refit_runs": 2, "answers": 20}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -374,24 +378,28 @@ def bench_queue(root: Path, sizes: dict, seed: int) -> dict:
 class StepTimer:
     """Wraps the names `automl.refit.refit` calls so its time splits into steps.
 
-    Times are exclusive: a wrapped call inside another (the table features'
-    `transform` inside `_transform`) counts only once, for the inner step.
+    Times are exclusive: a wrapped call inside another (`_transform` inside
+    `pool_features`) counts only once, for the inner step.
     """
 
     NAMES = {
-        "training_set": "read curated labels (training_set)",
-        "open_item_ids": "list open items (open_item_ids)",
-        "get_items": "read sample items (get_items)",
-        "_transform": "features transform, pool (_transform)",
-        "_class_probabilities": "predict_proba",
-        "queue_order": "order the pool (queue_order)",
-        "store_queue_scores": "write queue scores (store_queue_scores)",
+        (refit_module, "training_set"): "read curated labels (training_set)",
+        (refit_module, "open_item_ids"): "list open items (open_item_ids)",
+        (refit_module, "pool_features"): "check the features file is current (pool_features)",
+        (pool_cache, "_fit_featurizer"): "features fit (first refit, or a large import)",
+        (pool_cache, "_transform"): "features transform (first refit, or new items)",
+        (pool_cache, "_write"): "write the features file",
+        (pool_cache.PoolFeatures, "rows"): "gather cached rows (PoolFeatures.rows)",
+        (pool_cache.PoolFeatures, "apply"): "gather cached rows, pool (PoolFeatures.apply)",
+        (refit_module, "_class_probabilities"): "predict_proba",
+        (refit_module, "queue_order"): "order the pool (queue_order)",
+        (refit_module, "store_queue_scores"): "write queue scores (store_queue_scores)",
     }
-    GENERATORS = {"_pool_chunks": "read pool items and model input (_pool_chunks)"}
+    GENERATORS = {(pool_cache, "item_input_chunks"): "read items and model input"}
 
     def __init__(self) -> None:
         self.seconds: Counter = Counter()
-        self.saved: dict = {}
+        self.saved: list = []
         self._inner: list[float] = []  # time spent in wrapped calls below the current one
 
     def _timed(self, label: str, call):
@@ -421,29 +429,16 @@ class StepTimer:
         return timed
 
     def __enter__(self) -> StepTimer:
-        for name, label in self.NAMES.items():
-            if hasattr(refit_module, name):
-                self.saved[name] = getattr(refit_module, name)
-                setattr(refit_module, name, self._wrap(label, self.saved[name]))
-        for name, label in self.GENERATORS.items():
-            if hasattr(refit_module, name):
-                self.saved[name] = getattr(refit_module, name)
-                setattr(refit_module, name, self._wrap_generator(label, self.saved[name]))
-        self.saved["make_features"] = refit_module.make_features
-        original = refit_module.make_features
-
-        def make_features(*args, **kwargs):
-            features = original(*args, **kwargs)
-            features.fit = self._wrap("features fit", features.fit)
-            features.transform = self._wrap("features transform", features.transform)
-            return features
-
-        refit_module.make_features = make_features
+        for table, wrap in ((self.NAMES, self._wrap), (self.GENERATORS, self._wrap_generator)):
+            for (owner, name), label in table.items():
+                if hasattr(owner, name):
+                    self.saved.append((owner, name, getattr(owner, name)))
+                    setattr(owner, name, wrap(label, getattr(owner, name)))
         return self
 
     def __exit__(self, *exc) -> None:
-        for name, fn in self.saved.items():
-            setattr(refit_module, name, fn)
+        for owner, name, fn in reversed(self.saved):
+            setattr(owner, name, fn)
 
 
 def timed_refit(db, project) -> dict:
@@ -455,7 +450,8 @@ def timed_refit(db, project) -> dict:
     steps = {k: round(v, 3) for k, v in sorted(timer.seconds.items(), key=lambda kv: -kv[1])}
     steps["model fit and the rest"] = round(total - sum(timer.seconds.values()), 3)
     return {"seconds": round(total, 3), "scored": result["scored"], "labels": result["labels"],
-            "holdout_accuracy": result["accuracy"], "steps": steps,
+            "holdout_accuracy": result["accuracy"], "features": result.get("features"),
+            "steps": steps,
             "load_average": {"before": load_before, "after": load_average()}}
 
 
@@ -499,12 +495,21 @@ def bench_refit(root: Path, sizes: dict, seed: int, profile: bool) -> tuple[dict
             entry["mean_characters"] = round(mean_chars)
         runs = []
         for i in range(sizes["refit_runs"]):
+            if i:  # a refit follows `refit_every` new labels, as when a person labels
+                label_served(db, project, project.refit_every, gold, user="curator")
             log(f"refit/{modality}: run {i + 1}")
             runs.append(timed_refit(db, get_project(db, project.id)))
             log(f"refit/{modality}:", json.dumps(runs[-1]))
         entry["runs"] = runs
-        entry["seconds"] = max(r["seconds"] for r in runs)
+        # The first refit after an import builds the features file (`automl.pool_cache`);
+        # the target is for the refits after it, every `refit_every` labels.
+        entry["first_refit_seconds"] = runs[0]["seconds"]
+        later = [r["seconds"] for r in runs[1:]] or [runs[0]["seconds"]]
+        entry["seconds"] = max(later)
         entry["target_met"] = entry["seconds"] <= TARGETS["refit_seconds"]
+        features_file = pool_cache.cache_path(db, project)
+        if features_file.exists():
+            entry["features_file_mb"] = round(features_file.stat().st_size / 1e6, 1)
         if profile:
             log(f"refit/{modality}: profiling one more run")
             entry["profile_top_own_time"] = profile_refit(db, get_project(db, project.id))

@@ -1,4 +1,4 @@
-"""The quick refit's faster text transform gives scikit-learn's own matrix, exactly."""
+"""The quick features' faster text transform gives scikit-learn's own matrix, exactly."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.pipeline import FeatureUnion
 
 from automl.features import text_features
-from automl.refit import _transform
+from automl.pool_cache import _transform
 
 SPAM = Path(__file__).resolve().parent / "data" / "spam.csv"
 
