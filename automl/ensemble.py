@@ -11,7 +11,7 @@ the holdout; otherwise the best single model stands.
 from __future__ import annotations
 
 import optuna
-from sklearn.ensemble import VotingClassifier
+from sklearn.ensemble import VotingClassifier, VotingRegressor
 
 DEFAULT_MEMBERS = 3
 REFIT_MARGIN = 1.6  # a member's refit on all training labels vs. one of its folds
@@ -38,12 +38,14 @@ def refit_seconds(members: list[optuna.trial.FrozenTrial]) -> float:
     return sum(float(t.user_attrs.get("fold_seconds", 0.0)) for t in members) * REFIT_MARGIN
 
 
-def voting(make, members: list[optuna.trial.FrozenTrial], params_of) -> VotingClassifier:
-    """A soft-voting classifier of fresh estimators built like the members' trials."""
-    return VotingClassifier(
-        [(f"{t.params['model']}_{t.number}", make(params_of(t))) for t in members],
-        voting="soft",
-    )
+def voting(make, members: list[optuna.trial.FrozenTrial], params_of,
+           regression: bool = False) -> VotingClassifier | VotingRegressor:
+    """Fresh estimators built like the members' trials, voting: soft for classes (averaged
+    probabilities), the mean prediction for numbers."""
+    estimators = [(f"{t.params['model']}_{t.number}", make(params_of(t))) for t in members]
+    if regression:
+        return VotingRegressor(estimators)
+    return VotingClassifier(estimators, voting="soft")
 
 
 def describe(members: list[optuna.trial.FrozenTrial]) -> str:

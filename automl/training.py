@@ -565,8 +565,8 @@ def _maybe_ensemble(project: Project, problem: SearchProblem, study: optuna.Stud
     """
     info: dict = {"chosen": False}
     members = ensemble_candidates(study)
-    if project.multi_label or project.regression:
-        info["reason"] = "ensembles are built for single-label classification projects only"
+    if project.multi_label:
+        info["reason"] = "ensembles are built for single-label and regression projects only"
     elif y_hold is None:
         info["reason"] = "no holdout to choose between the ensemble and the best model on"
     elif len(members) < 2:
@@ -579,13 +579,15 @@ def _maybe_ensemble(project: Project, problem: SearchProblem, study: optuna.Stud
     started = time.monotonic()
     pipeline = Pipeline([("features", make_features(project.modality, X_train,
                                                     embeddings=embeddings)),
-                         ("model", voting(problem.make, members, final_params))])
+                         ("model", voting(problem.make, members, final_params,
+                                          project.regression))])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pipeline.fit(X_train, y_train)
     candidate = TrainedModel(pipeline=pipeline, classes=single.classes,
                              fitted_classes=single.fitted_classes, modality=single.modality,
-                             multi_label=single.multi_label, columns=single.columns)
+                             multi_label=single.multi_label, columns=single.columns,
+                             regression=single.regression)
     single_score = holdout_value(single, X_hold, y_hold, project, metric)
     ensemble_score = holdout_value(candidate, X_hold, y_hold, project, metric)
     chosen = (ensemble_score is not None and single_score is not None

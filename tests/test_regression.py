@@ -335,3 +335,16 @@ def test_two_versions_are_compared_on_the_same_rows(db, trained):
     assert result["only_a_closer"] + result["only_b_closer"] <= result["holdout_size"]
     assert 0 <= result["p_value"] <= 1 and all(v["mae"] > 0 for v in result["versions"])
     assert "Wilcoxon" in result["how_measured"]
+
+
+def test_an_ensemble_of_regressors_is_kept_only_if_it_wins(db, diabetes_csv):
+    import_source(db, "diabetes", diabetes_csv, "tabular", label_column="progression")
+    project = get_project(db, "diabetes")
+    result = train_project(db, project, budget=10, ensemble=True,
+                           model_families=["ridge", "extra_trees", "knn"])
+    info = promoted_model(db, project)["metrics"]["ensemble"]
+    assert info["single_holdout"] is not None and info["ensemble_holdout"] is not None
+    assert info["chosen"] == (info["ensemble_holdout"] > info["single_holdout"])
+    assert result["estimator"].startswith("ensemble(") == info["chosen"]
+    model = load_model(db, promoted_model(db, project))
+    assert model.regression and len(model.predict_values(pd.read_csv(diabetes_csv).head(3))) == 3

@@ -89,7 +89,7 @@ include_auto = st.checkbox(
     help="Off by default: machine labels can reinforce the model's own mistakes. "
     "They are never used to measure a model.",
 )
-ensemble = not project.regression and st.checkbox(
+ensemble = st.checkbox(
     "Try an ensemble of the best model families", value=False, key="ensemble",
     help="Soft voting over the best trial of each of the top three families, kept only if it "
     "beats the best single model on the holdout.")
