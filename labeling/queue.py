@@ -117,6 +117,13 @@ def store_value_predictions(
     return len(item_ids)
 
 
+def interval_half_width(db: sqlite_utils.Database, model_version_id: int) -> float | None:
+    """A regression version's measured prediction interval (± half-width), if it has one."""
+    row = db.execute("SELECT json_extract(metrics, '$.prediction_interval.half_width') FROM "
+                     "model_versions WHERE id = ?", [model_version_id]).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
 def promoted_model_id(db: sqlite_utils.Database, project: Project) -> int | None:
     row = db.execute(
         "SELECT id FROM model_versions WHERE project_id = ? AND status = 'promoted' "

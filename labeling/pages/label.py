@@ -40,6 +40,7 @@ from labeling.pages.common import (
 )
 from labeling.projects import Project, set_annotations_per_item
 from labeling.queue import (
+    interval_half_width,
     labeling_progress,
     next_items,
     prediction_for,
@@ -375,7 +376,12 @@ def labeling_loop() -> None:
     if suggestion is None:
         suggestion, source = queue_suggestion(db, item.id), "Quick model (refit as you label)"
     if suggestion and project.regression:
-        st.caption(f"{source} suggests **{_short(suggestion['predicted'])}**")
+        half = interval_half_width(db, model_id) if model_id and source == "Model" else None
+        around = ""
+        if half is not None:
+            value = float(suggestion["predicted"][0])
+            around = f" (90% interval {value - half:.4g} – {value + half:.4g})"
+        st.caption(f"{source} suggests **{_short(suggestion['predicted'])}**{around}")
     elif suggestion:
         st.caption(
             f"{source} suggests **{', '.join(suggestion['predicted']) or '(none)'}** "

@@ -42,6 +42,7 @@ def test_numbers_are_typed_suggestions_accepted_and_the_model_measured(page, tmp
         expect(page.get_by_text("300 of 442 items labeled")).to_be_visible(timeout=30_000)
         suggested = page.get_by_text(re.compile(r"^Model suggests \d"))
         expect(suggested).to_be_visible()
+        expect(suggested).to_contain_text("90% interval")  # measured on the holdout
         box = page.get_by_label("Value")
         box.click()
         box.press_sequentially("151.5")
