@@ -23,7 +23,7 @@ from labeling.leases import lease_next_items, live_leases, release_lease
 from labeling.projects import get_project, project_counts
 from labeling.queue import next_items
 from labeling.splits import in_holdout
-from labeling.store import SCHEMA_VERSION, connect, schema_version
+from labeling.store import MIGRATIONS, SCHEMA_VERSION, _migration_leases, connect, schema_version
 from review.tasks import answer_task, next_tasks
 
 T0 = "2026-01-05T09:00:00.000Z"
@@ -231,11 +231,14 @@ def test_a_store_of_every_earlier_version_opens_intact_and_usable(version, tmp_p
 
 def test_the_leases_migration_adds_its_table_and_indexes_in_one_step(tmp_path):
     data_dir = tmp_path / "store"
-    db = connect(data_dir, migrate_to=SCHEMA_VERSION - 1)
+    before = MIGRATIONS.index(_migration_leases)  # the version just before leases
+    db = connect(data_dir, migrate_to=before)
     assert "leases" not in db.table_names()
     db.conn.close()
-    db = connect(data_dir)
+    db = connect(data_dir, migrate_to=before + 1)
     assert "leases" in db.table_names()
+    db.conn.close()
+    db = connect(data_dir)
     assert {"leases_project", "leases_user"} <= {
         r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
                                  "AND tbl_name = 'leases'")}
