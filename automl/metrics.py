@@ -103,7 +103,9 @@ def _from_decisions(metric: str, y_true, y_pred, multi_label: bool, classes=None
         return sign * float(fn(y_true, np.asarray(y_pred, dtype=float)))
     if metric == "balanced_accuracy":
         if not multi_label:
-            return float(skm.balanced_accuracy_score(y_true, y_pred))
+            fast = _encoded_balanced_accuracy(y_true, y_pred)
+            return fast if fast is not None else float(skm.balanced_accuracy_score(y_true,
+                                                                                   y_pred))
         # Mean over the labels that vary: a label nobody has says nothing about the model.
         y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
         scores = [skm.balanced_accuracy_score(y_true[:, j], y_pred[:, j])
@@ -122,6 +124,27 @@ def _from_decisions(metric: str, y_true, y_pred, multi_label: bool, classes=None
                                       average="binary", zero_division=0))
         return float(skm.f1_score(y_true, y_pred, average=average, zero_division=0))
     raise ValueError(f"unknown metric {metric!r}")
+
+
+def _encoded_balanced_accuracy(y_true, y_pred) -> float | None:
+    """scikit-learn's balanced accuracy for encoded classes (0..k-1), without its checks.
+
+    The search scores every threshold of every trial's decision rule on every
+    fold: thousands of calls per run, where scikit-learn's input validation
+    took a quarter of a short trial's time. Same definition (mean recall over
+    the classes present in `y_true`; a test holds the two equal); None when
+    the inputs are not small non-negative integers, which go to scikit-learn.
+    """
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if (y_true.dtype.kind not in "iu" or y_pred.dtype.kind not in "iu" or y_true.ndim != 1
+            or y_true.shape != y_pred.shape or not len(y_true) or y_true.min() < 0
+            or y_pred.min() < 0):
+        return None
+    k = int(max(y_true.max(), y_pred.max())) + 1
+    support = np.bincount(y_true, minlength=k)
+    hits = np.bincount(y_true[y_true == y_pred], minlength=k)
+    present = support > 0
+    return float(np.mean(hits[present] / support[present]))
 
 
 def _from_probabilities(metric: str, y_true, proba: np.ndarray, multi_label: bool,

@@ -164,3 +164,16 @@ def test_the_search_can_be_restricted_to_some_families(db, data_dir, wine_csv, c
     assert cli.main(["train", "wine", "--families", "linear_svm", "--budget", "2", "--json",
                      "--data-dir", str(data_dir)]) == 0
     assert json.loads(capsys.readouterr().out)["estimator"] == "linear_svm"
+
+
+def test_fast_balanced_accuracy_is_scikit_learns():
+    rng = np.random.default_rng(0)
+    for k in (2, 3, 10):
+        for n in (1, 7, 200):
+            y = rng.integers(0, k, n)
+            pred = np.where(rng.random(n) < 0.7, y, rng.integers(0, k, n))
+            pred[: n // 3] = 0  # some classes never predicted, some never present
+            assert metric_value("balanced_accuracy", y, pred) == pytest.approx(
+                skm.balanced_accuracy_score(y, pred))
+    # Strings and floats still go to scikit-learn.
+    assert metric_value("balanced_accuracy", ["a", "b", "b"], ["a", "a", "b"]) == 0.75
