@@ -6,12 +6,15 @@ For each data set (the ones of `label_efficiency.py`, plus scikit-learn's
 wine): import with hidden gold, then record every item's label as a person's
 answer, with `--noise` of them (10%) replaced by another class at random.
 Groundwork's detection (`review.label_issues.check_labels`: out-of-fold
-probabilities of the best three model families, cleanlab's confident
-learning) flags its suspects; the baseline is `cleanlab.filter.find_label_issues`
-on 5-fold cross-validated predicted probabilities of a plain
-`LogisticRegression()`, on the same features (`automl.features`) in the same
-run. Precision, recall and F1 are measured against the injected errors.
-Target: Groundwork's F1 at least 1.1x the baseline's.
+probabilities averaged over the three model families that agree best with
+the given labels, then the labels of lowest self-confidence, as many as
+cleanlab's calibrated estimate of the number of label errors; see
+`review.confident`) flags its suspects; the baseline is
+`cleanlab.filter.find_label_issues` (its default filter) on 5-fold
+cross-validated predicted probabilities of a plain `LogisticRegression()`, on
+the same features (`automl.features`) in the same run. Precision, recall and
+F1 are measured against the injected errors. Target: Groundwork's F1 at
+least 1.1x the baseline's.
 """
 
 from __future__ import annotations

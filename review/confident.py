@@ -9,7 +9,17 @@ has blind spots of its own (a linear model misses curved class borders, a
 k-NN misses what the features scale badly), and each flags its own mistakes
 as label errors; averaging the out-of-fold probabilities of the few families
 that agree best with the given labels (out of fold) cancels much of that.
-cleanlab's `find_label_issues` (confident learning) then picks the issues.
+
+Which labels are flagged is two questions (`label_issue_ranking`): how many
+(cleanlab's calibrated confident-joint estimate, `cleanlab.count.num_label_issues`
+with `off_diagonal_calibrated`) and which (the labels with the lowest
+out-of-fold probability, cleanlab's self-confidence, over all classes at
+once). On the label-issue benchmark (`benchmarks/review_label_issues.py`)
+the ranking was the strong part (F1 0.88-0.98 when cut at the true number
+of errors) and the count the weak part. With the same members, cutting one
+global ranking at the calibrated count beat cleanlab's default
+`prune_by_noise_rate` filter on digits (F1 0.92 -> 0.98), Fashion-MNIST
+(0.70 -> 0.73) and wine (0.89 -> 0.91), and tied on spam and breast cancer.
 """
 
 from __future__ import annotations
@@ -94,12 +104,15 @@ def out_of_fold(
     ensemble: int = ENSEMBLE_SIZE,
     seed: int = 0,
 ) -> OutOfFold:
-    """Average the out-of-fold probabilities of the `ensemble` families with the lowest log loss.
+    """Average the out-of-fold probabilities of the `ensemble` families that agree best.
 
     `y` holds class indices into `classes`; every class needs at least two rows.
-    Log loss against the given labels, measured out of fold, ranks the
-    families: it rewards a model that is right and sure on the clean majority,
-    which is what makes its doubts about the rest worth reading.
+    Agreement is out-of-fold accuracy against the given labels (log loss breaks
+    ties): with most labels right, the family that predicts them best is the
+    one whose disagreements are worth reading. Ranking by log loss instead put
+    well-calibrated but weaker logistic regression first on images (digits:
+    out-of-fold accuracy 0.85 against 0.89 for k-NN and extra trees), and
+    flagged labels F1 0.97 instead of 0.98 on the benchmark.
     """
     y = np.asarray(y, dtype=int)
     folds = fold_count(y)
@@ -112,7 +125,8 @@ def out_of_fold(
         clipped = np.clip(proba, 1e-6, 1.0)
         loss = log_loss(y, clipped / clipped.sum(axis=1, keepdims=True),
                         labels=list(range(len(classes))))
-        scored.append((loss, params, proba))
+        accuracy = float((proba.argmax(axis=1) == y).mean())
+        scored.append(((-accuracy, loss), params, proba))
     if not scored:
         raise ValueError("no model family could be fitted to these labels")
     scored.sort(key=lambda s: s[0])
@@ -122,24 +136,33 @@ def out_of_fold(
             chosen.append(entry)
             families.add(entry[1]["model"])
     members = [{**p, "oof_log_loss": round(float(loss), 4),
-                "oof_accuracy": round(float((pr.argmax(axis=1) == y).mean()), 4)}
-               for loss, p, pr in chosen]
+                "oof_accuracy": round(float(-neg_accuracy), 4)}
+               for (neg_accuracy, loss), p, _ in chosen]
     return OutOfFold(probabilities=np.mean([pr for _, _, pr in chosen], axis=0),
                      classes=list(classes), members=members, folds=folds)
 
 
 def label_issue_ranking(y: np.ndarray, probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """cleanlab's confident learning: (indices of issues, most likely first; quality per row).
+    """Confident learning: (indices of issues, most likely first; quality per row).
 
-    Quality is cleanlab's self-confidence (the probability of the given label),
-    so 1 - quality reads as "how likely this label is wrong".
+    Quality is cleanlab's self-confidence (the out-of-fold probability of the
+    given label), so 1 - quality reads as "how likely this label is wrong".
+    The issues are the `n` labels of lowest quality whose given label is not
+    the models' choice, with `n` cleanlab's calibrated estimate of the number
+    of label errors (`num_label_issues(..., "off_diagonal_calibrated")`, the
+    cut-off cleanlab documents for use with its ranking scores).
     """
-    from cleanlab.filter import find_label_issues
+    from cleanlab.count import num_label_issues
     from cleanlab.rank import get_label_quality_scores
 
     y = np.asarray(y, dtype=int)
+    probabilities = np.asarray(probabilities, dtype=float)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        issues = find_label_issues(y, probabilities, return_indices_ranked_by="self_confidence")
-        quality = get_label_quality_scores(y, probabilities, method="self_confidence")
-    return np.asarray(issues, dtype=int), np.asarray(quality, dtype=float)
+        quality = np.asarray(get_label_quality_scores(y, probabilities, method="self_confidence"),
+                             dtype=float)
+        count = int(num_label_issues(y, probabilities,
+                                     estimation_method="off_diagonal_calibrated"))
+    order = np.argsort(quality, kind="stable")
+    disputed = order[probabilities[order].argmax(axis=1) != y[order]]
+    return np.asarray(disputed[:max(count, 0)], dtype=int), quality

@@ -1,12 +1,13 @@
 """Label-issue detection: which of the project's own labels are probably wrong.
 
 Out-of-fold probabilities over the curated labels (`review.confident`: the
-best few model families, the project's tuned one among the candidates)
-feed cleanlab's confident learning, which ranks likely label errors, most
-likely first. The latest scan is kept in `label_checks`, so a workflow over
-the project's labels (`source = 'labels'`, condition `label_error`) can
-preview and open review tasks without refitting anything; a scan is redone
-when the labels changed since.
+few model families that agree best with the labels, the project's tuned one
+among the candidates) feed confident learning: cleanlab estimates how many
+labels are wrong, and the labels the models find least likely are flagged,
+most likely error first. The latest scan is kept in `label_checks`, so a
+workflow over the project's labels (`source = 'labels'`, condition
+`label_error`) can preview and open review tasks without refitting anything;
+a scan is redone when the labels changed since.
 
 Labels a reviewer already gave (source `review`) train the models but are
 never flagged again: a person has just looked at them.
@@ -119,8 +120,10 @@ def check_labels(
         given=[[kept_classes[int(v)]] for v in y],
         suggested=[[kept_classes[int(p.argmax())]] for p in probabilities],
         folds=oof.folds, models=oof.members,
-        method=("cleanlab.filter.find_label_issues (confident learning) on out-of-fold "
-                f"probabilities averaged over {len(oof.members)} model families "
+        method=("confident learning: the labels of lowest out-of-fold probability "
+                "(cleanlab self-confidence), as many as cleanlab.count.num_label_issues "
+                "(off_diagonal_calibrated) estimates, probabilities averaged over "
+                f"{len(oof.members)} model families "
                 f"({', '.join(m['model'] for m in oof.members)}), {oof.folds}-fold"))
 
 

@@ -152,6 +152,59 @@ def test_out_of_fold_ensemble_beats_one_linear_model_on_noisy_digits():
         label_issue_ranking(noisy, base)[0])
 
 
+def _noisy_digits(n: int, seed: int):
+    """The first `n` scikit-learn digits (scaled pixels), 10% of labels moved to another digit."""
+    from sklearn.datasets import load_digits
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:n], y[:n]
+    rng = np.random.default_rng(seed)
+    wrong = rng.choice(len(y), n // 10, replace=False)
+    noisy = y.copy()
+    noisy[wrong] = (y[wrong] + rng.integers(1, 10, len(wrong))) % 10
+    return StandardScaler().fit_transform(X), noisy, set(wrong.tolist())
+
+
+def test_members_are_the_families_that_agree_best_with_the_labels():
+    """Out-of-fold accuracy, not log loss, picks the members: logistic regression has the
+    lowest log loss on noisy digits but agrees least with the labels, so it is left out."""
+    F, noisy, _ = _noisy_digits(900, 2)
+    menu = [c for c in candidates_for(sparse=False) if c["model"] != "random_forest"]
+    ours = out_of_fold(F, noisy, [str(i) for i in range(10)], candidates=menu, ensemble=2)
+    agreement = [m["oof_accuracy"] for m in ours.members]
+    assert agreement == sorted(agreement, reverse=True)
+    assert [m["model"] for m in ours.members] == ["extra_trees", "knn"]
+    everyone = out_of_fold(F, noisy, [str(i) for i in range(10)], candidates=menu, ensemble=5)
+    lr = next(m for m in everyone.members if m["model"] == "logistic_regression")
+    assert lr["oof_log_loss"] == min(m["oof_log_loss"] for m in everyone.members)
+
+
+def test_issues_are_the_least_likely_labels_cut_at_the_calibrated_count():
+    """One ranking by self-confidence over all classes, cut at cleanlab's calibrated count,
+    finds injected errors better than cleanlab's default filter on the same probabilities."""
+    from cleanlab.count import num_label_issues
+    from cleanlab.filter import find_label_issues
+
+    F, noisy, wrong = _noisy_digits(900, 2)
+    menu = [c for c in candidates_for(sparse=False) if c["model"] != "random_forest"]
+    proba = out_of_fold(F, noisy, [str(i) for i in range(10)], candidates=menu).probabilities
+    issues, quality = label_issue_ranking(noisy, proba)
+
+    def f1(flagged) -> float:
+        return 2 * len(set(flagged) & wrong) / (len(flagged) + len(wrong))
+
+    default = np.flatnonzero(find_label_issues(noisy, proba))
+    assert f1(issues) >= f1(default) + 0.05, (f1(issues), f1(default))
+    assert len(issues) == num_label_issues(noisy, proba,
+                                           estimation_method="off_diagonal_calibrated")
+    assert list(quality[issues]) == sorted(quality[issues])  # likeliest error first
+    assert all(proba[i].argmax() != noisy[i] for i in issues)  # a suggestion differs
+    kept = np.setdiff1d(np.arange(len(noisy)), issues)
+    disputed = kept[proba[kept].argmax(axis=1) != noisy[kept]]
+    assert quality[disputed].min() >= quality[issues].max()  # nothing likelier left out
+
+
 def test_multi_label_issues_find_flipped_tags(db, tmp_path):
     """Digits as a table tagged "even" and/or "big" (5 and up); 8% of the items get one tag
     flipped. Out-of-fold one-vs-rest probabilities and cleanlab's multi-label filter find
