@@ -129,6 +129,41 @@ def test_kernel_svm_probabilities_follow_its_decisions():
     assert binary.predict_proba(X_te).shape == (len(y_te), 2)
 
 
+def _errors_in_least_sure(proba: np.ndarray, predicted: np.ndarray, truth: np.ndarray) -> float:
+    """Share of the model's errors among its 10% least confident predictions (review's view)."""
+    least = np.argsort(proba.max(axis=1), kind="stable")[: len(truth) // 10]
+    wrong = predicted != truth
+    return wrong[least].sum() / max(wrong.sum(), 1)
+
+
+def test_kernel_svm_confidences_rank_its_errors():
+    """The coupled one-vs-one probabilities put the SVM's mistakes among its least sure
+    predictions (a softmax of SVC's one-vs-rest vote counts caught 43% here)."""
+    digits = load_digits()
+    X = StandardScaler().fit_transform(digits.data)
+    X_tr, X_te, y_tr, y_te = train_test_split(X, digits.target, train_size=300,
+                                              stratify=digits.target, random_state=0)
+    svm = KernelSVM(C=3.0, gamma=1.0).fit(X_tr, y_tr)
+    proba = svm.predict_proba(X_te)
+    assert _errors_in_least_sure(proba, svm.predict(X_te), y_te) >= 0.6
+
+
+def test_linear_svm_probabilities_do_not_saturate():
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import SGDClassifier
+
+    from automl.search import LinearSVM
+
+    data = load_breast_cancer()
+    X = StandardScaler().fit_transform(data.data)
+    params = dict(loss="modified_huber", alpha=1e-4, random_state=0, max_iter=2000, tol=1e-4)
+    ours = LinearSVM(**params).fit(X, data.target)
+    plain = SGDClassifier(**params).fit(X, data.target)
+    assert np.array_equal(ours.predict(X), plain.predict(X))  # the same decisions
+    assert (plain.predict_proba(X).max(axis=1) == 1.0).mean() > 0.5  # scikit-learn's: saturated
+    assert (ours.predict_proba(X).max(axis=1) == 1.0).mean() < 0.05
+
+
 def test_folds_five_for_small_sets_three_for_large():
     small = np.array([0, 1] * 100)
     large = np.array([0, 1] * 600)
