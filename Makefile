@@ -34,7 +34,10 @@ test: $(STAMP) chromium postgres lint
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
 benchmarks: $(STAMP)
-	$(PYTHON) benchmarks/label_efficiency.py --seeds 2 --batch 20 --budget 500
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/label_efficiency.py --sets digits --seeds 10 --batch 10 --budget 400 --strategies margin,batch,uncertainty,entropy,random --out benchmarks/results/label_efficiency_digits.json
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/label_efficiency.py --sets fashion --seeds 10 --batch 10 --budget 800 --strategies margin,batch,random --out benchmarks/results/label_efficiency_fashion.json
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/label_efficiency.py --sets spam --seeds 10 --batch 10 --budget 300 --strategies margin,batch,uncertainty,entropy,random --out benchmarks/results/label_efficiency_spam.json
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/label_efficiency.py --sets breast-cancer --seeds 20 --batch 5 --budget 150 --strategies margin,batch,uncertainty,entropy,random --out benchmarks/results/label_efficiency_breast-cancer.json
 	$(PYTHON) benchmarks/autolabel_accuracy.py
 
 clean:
