@@ -141,7 +141,6 @@ def _json(value) -> dict:
     return value or {}
 
 
-@st.fragment(run_every=1.0)
 def regression_holdout(explanation: dict) -> None:
     """A regression model on its holdout: R², MAE, RMSE with intervals, the prediction
     interval, predicted against actual, and what the model leans on."""
@@ -173,6 +172,7 @@ def regression_holdout(explanation: dict) -> None:
         st.caption(f"Note: {problem}")
 
 
+@st.fragment(run_every=1.0)
 def job_status() -> None:
     """The latest run, read from the store: a reload or another tab sees the same progress."""
     reap_stale_jobs(db)
