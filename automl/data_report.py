@@ -207,15 +207,8 @@ def data_report(
         codes[(normalised == "").to_numpy()] = -1  # empty texts are reported on their own
         findings += _duplicate_findings(codes, label_keys, labels, "text", report, ids)
     elif modality == "tabular":
-        frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-        frame = frame.reset_index(drop=True)
-        missing = _missing_shares(frame)
-        report["missing"] = {c: round(s, 4) for c, s in missing.items() if s > 0}
-        findings += _missing_findings(missing)
-        findings += _constant_findings(frame, missing)
-        if frame.shape[1]:
-            findings += _duplicate_findings(_row_codes(frame), label_keys, labels, "row",
-                                            report, ids)
+        frame, table_findings = _table_findings(X, label_keys, labels, report, ids)
+        findings += table_findings
         findings += _leakage_findings(frame, label_keys, seed)
     else:
         findings += _image_findings([str(p) for p in X], label_keys, labels, report, seed,
@@ -666,21 +659,28 @@ def _regression_report(modality: str, X, labels: list[list[str]], metric: str,  
         "imbalance_ratio": None, "target": target,
         "duplicates": {"items": 0, "groups": 0, "conflicting_groups": 0},
     }
-    frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
-    frame = frame.reset_index(drop=True)
-    missing = _missing_shares(frame)
-    report["missing"] = {c: round(v, 4) for c, v in missing.items() if v > 0}
-    findings += _missing_findings(missing)
-    findings += _constant_findings(frame, missing)
-    if frame.shape[1]:
-        findings += _duplicate_findings(_row_codes(frame), _label_keys(labels, False), labels,
-                                        "row", report, ids)
+    frame, table_findings = _table_findings(X, _label_keys(labels, False), labels, report, ids)
+    findings += table_findings
     if n >= LEAKAGE_MIN_LABELS and np.unique(y).size >= 2:
         findings += _regression_leakage(frame, y, seed)
     findings.sort(key=lambda f: _LEVEL_ORDER[f["level"]])
     report["findings"] = findings
     report["blocking"] = any(f["level"] == "blocking" for f in findings)
     return report
+
+
+def _table_findings(X, label_keys: np.ndarray, labels: list[list[str]], report: dict,  # noqa: N803
+                    ids: list[int] | None) -> tuple[pd.DataFrame, list[dict]]:
+    """A table's own checks, for classes and numbers alike: missing values (also put in
+    `report["missing"]`), constant columns and duplicate rows. Returns the table as a frame."""
+    frame = (X if isinstance(X, pd.DataFrame) else pd.DataFrame(X)).reset_index(drop=True)
+    missing = _missing_shares(frame)
+    report["missing"] = {c: round(s, 4) for c, s in missing.items() if s > 0}
+    findings = _missing_findings(missing) + _constant_findings(frame, missing)
+    if frame.shape[1]:
+        findings += _duplicate_findings(_row_codes(frame), label_keys, labels, "row", report,
+                                        ids)
+    return frame, findings
 
 
 def _regression_leakage(frame: pd.DataFrame, y: np.ndarray, seed: int) -> list[dict]:

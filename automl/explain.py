@@ -845,6 +845,16 @@ def explain(
         "importance": lambda: importance(wrapped, X_hold, truth, modality=modality, seed=seed,
                                          budget_seconds=budget_seconds, **common),
     }
+    compute_parts(out, parts)
+    return _finish(out, started)
+
+
+def compute_parts(out: dict, parts: Mapping[str, Any]) -> None:
+    """Fill `out[name]` with each part's result; a part that fails leaves the others.
+
+    What failed goes to `out["errors"]`, each part's caveats to `out["reasons"]`,
+    prefixed with the part's name (shared with `automl.residuals`).
+    """
     for name, compute in parts.items():
         try:
             out[name] = compute()
@@ -852,7 +862,6 @@ def explain(
             out["errors"].append(f"{name}: {_describe(exc)}")
             continue
         out["reasons"].extend(f"{name}: {r}" for r in out[name].get("reasons", []))
-    return _finish(out, started)
 
 
 def _describe(exc: Exception) -> str:

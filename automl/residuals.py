@@ -27,6 +27,7 @@ import pandas as pd
 from sklearn.inspection import permutation_importance
 from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
+from automl.explain import compute_parts
 from automl.model import TrainedModel
 
 N_BOOT = 1000
@@ -156,13 +157,7 @@ def explain_regression(model: TrainedModel, X_hold: Any, y_hold: Any,  # noqa: N
         "residuals": lambda: residual_view(y_true, y_pred, seed=seed),
         "importance": lambda: column_importance(model, X_hold, y_true, seed=seed),
     }
-    for name, compute in parts.items():
-        try:
-            out[name] = compute()
-        except Exception as exc:  # noqa: BLE001 - one failed part leaves the others
-            out["errors"].append(f"{name}: {exc}")
-            continue
-        out["reasons"].extend(f"{name}: {r}" for r in out[name].get("reasons", []))
+    compute_parts(out, parts)
     return _done(out, started)
 
 
