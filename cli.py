@@ -185,7 +185,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         job_id = start_training(db, project, budget=args.budget,
                                 include_auto=args.include_auto, ensemble=args.ensemble,
                                 metric=args.metric, embeddings=args.embeddings,
-                                model_families=_families(args.families))
+                                model_families=_families(args.families),
+                                max_trials=args.max_trials)
         if args.json:
             _print_json({"job": job_id})
         else:
@@ -206,7 +207,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            include_auto=args.include_auto, storage_url=args.storage,
                            study_name=args.study, on_study=announce,
                            ensemble=args.ensemble, metric=args.metric,
-                           embeddings=args.embeddings, model_families=_families(args.families))
+                           embeddings=args.embeddings, model_families=_families(args.families),
+                           max_trials=args.max_trials)
     if args.json:
         _print_json(result)
     else:
@@ -1090,6 +1092,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--families", help="search only these model families, comma-separated "
                    "(e.g. logistic_regression,random_forest); default: every family for the "
                    "modality")
+    p.add_argument("--max-trials", type=int, metavar="N",
+                   help="also stop the search after N trials (whichever comes first with "
+                   "--budget), so a run ends the same way on a fast or a busy machine")
     p.add_argument("--embeddings", action="store_true",
                    help="text projects: add all-MiniLM-L6-v2 sentence embeddings to the "
                    "features (the optional extra: pip install -e \".[embeddings]\")")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from automl.search import choose_families
+from automl.search import check_max_trials, choose_families
 from automl.training import JobCancelled, check_embeddings, train_project, validate_training
 from labeling.errors import GroundworkError
 from labeling.projects import Project, get_project
@@ -64,8 +64,10 @@ def start_training(
     metric: str | None = None,
     embeddings: bool = False,
     model_families: list[str] | None = None,
+    max_trials: int | None = None,
 ) -> int:
     """Queue a training run and start its process; refuse what would fail anyway, now."""
+    check_max_trials(max_trials)
     if embeddings:
         check_embeddings(project)
     choose_families(project.modality, model_families)  # refuse unknown names now
@@ -88,7 +90,8 @@ def start_training(
                                   "include_auto": bool(include_auto),
                                   "ensemble": bool(ensemble), "metric": metric or None,
                                   "embeddings": bool(embeddings),
-                                  "model_families": list(model_families or [])}),
+                                  "model_families": list(model_families or []),
+                                  "max_trials": max_trials}),
             "progress": json.dumps({"trials": 0, "best": None, "elapsed": 0.0,
                                     "budget": float(budget)}),
             "created_at": utcnow(),
@@ -195,6 +198,7 @@ def run_job(data_dir: str | Path, job_id: int) -> str:
                              metric=params.get("metric") or None,
                              embeddings=bool(params.get("embeddings", False)),
                              model_families=params.get("model_families") or None,
+                             max_trials=params.get("max_trials"),
                              progress=progress, should_stop=should_stop)
 
     try:

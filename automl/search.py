@@ -122,6 +122,16 @@ def families(modality: str, regression: bool = False) -> list[str]:
     return out
 
 
+def check_max_trials(value: object) -> int | None:
+    """A trial cap is a whole number of at least 1 (or none); refuse anything else up front."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise GroundworkError(f"the maximum number of trials must be a whole number of at "
+                              f"least 1, not {value!r}")
+    return value
+
+
 def choose_families(modality: str, wanted: list[str] | None, regression: bool = False
                     ) -> list[str]:
     """The families a search may use: all of the modality's, or the user's subset of them.
@@ -798,6 +808,13 @@ def completed(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
 
+def trials_run(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that ran or are running: enqueued defaults the budget never reached are not
+    trials a user should count or see."""
+    return [t for t in study.get_trials(deepcopy=False)
+            if t.state != optuna.trial.TrialState.WAITING]
+
+
 def run_search(
     problem: SearchProblem,
     study: optuna.Study,
@@ -806,12 +823,16 @@ def run_search(
     on_trial: Callable[[optuna.Study], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     refit_factor: float = 1.6,
+    max_trials: int | None = None,
 ) -> None:
     """Run trials until the deadline, leaving room for the refit of the best one.
 
     The refit fits the best model once on all training labels: about the
     time of one of its folds times the data growth (1.5x with 3 folds),
-    `refit_factor` with a margin.
+    `refit_factor` with a margin. `max_trials` also stops the study (every
+    worker on it) after that many trials, whatever their state: a search
+    that ends the same way on a fast or a loaded machine, like Autopilot's
+    maximum number of candidates.
     """
 
     def callback(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
@@ -831,8 +852,15 @@ def run_search(
                            catch=(ValueError, MemoryError))
         return
     enqueue_defaults(study, problem.choices, problem.regression)
+    callbacks = [callback]
+    if max_trials is not None:  # enqueued defaults wait as trials too: count finished ones
+        ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                 optuna.trial.TrialState.FAIL)
+        if len(study.get_trials(deepcopy=False, states=ended)) >= max_trials:
+            return
+        callbacks.append(optuna.study.MaxTrialsCallback(max_trials, states=ended))
     study.optimize(problem.objective(deadline, refit_factor), timeout=remaining,
-                   callbacks=[callback], catch=(ValueError, MemoryError))
+                   callbacks=callbacks, catch=(ValueError, MemoryError))
 
 
 # ---------------------------------------------------------------- what the user sees
@@ -859,7 +887,7 @@ def _fmt(value) -> str:
 def leaderboard(study: optuna.Study) -> list[dict]:
     """Every trial: model, key parameters, CV mean and spread, fit time, state and why."""
     rows = []
-    for t in study.trials[:LEADERBOARD_LIMIT]:
+    for t in trials_run(study)[:LEADERBOARD_LIMIT]:
         state = t.state.name.lower()
         reason = None
         if t.state == optuna.trial.TrialState.PRUNED:

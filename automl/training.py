@@ -49,6 +49,7 @@ from automl.residuals import explain_regression
 from automl.search import (
     METRIC,
     SearchProblem,
+    check_max_trials,
     choose_families,
     completed,
     create_study,
@@ -60,6 +61,7 @@ from automl.search import (
     run_search,
     score,
     storage_for,
+    trials_run,
 )
 from automl.snapshots import save_snapshot
 from labeling.annotations import current_labels
@@ -319,6 +321,7 @@ def train_project(
     metric: str | None = None,
     embeddings: bool = False,
     model_families: list[str] | None = None,
+    max_trials: int | None = None,
 ) -> dict:
     """Search, fit, measure, save, maybe promote, and score the pool with the promoted model.
 
@@ -331,11 +334,13 @@ def train_project(
     explicit `metric` is remembered for the project's next runs. `embeddings`
     adds sentence embeddings to a text project's features (`automl.embeddings`,
     an optional extra). `model_families` restricts the search to some of the
-    modality's families (`automl.search.choose_families`).
+    modality's families (`automl.search.choose_families`). `max_trials` ends
+    the search after that many trials if the budget has not ended it first.
     """
     if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
         raise GroundworkError(f"the time budget must be a positive number of seconds, not "
                               f"{budget!r}")
+    max_trials = check_max_trials(max_trials)
     started = time.monotonic()
     deadline = time.time() + budget
     # An ensemble refits several models after the search: keep a sixth of the budget for it.
@@ -368,21 +373,23 @@ def train_project(
     study = create_study(storage, name, seed, {
         "deadline": search_deadline, "snapshot_hash": data.snapshot_hash, "project_id": project.id,
         "include_auto": include_auto, "seed": seed, "budget": budget, "metric": metric,
-        "embeddings": embeddings, "families": choices}, warm, choices)
+        "embeddings": embeddings, "families": choices, "max_trials": max_trials}, warm,
+        choices)
     if on_study is not None:
         on_study(name)
 
     def report(study: optuna.Study) -> None:
         if progress is not None:
             progress({
-                "trials": len(study.get_trials(deepcopy=False)),
+                "trials": len(trials_run(study)),
                 "best": study.best_value if completed(study) else None,
                 "elapsed": round(time.monotonic() - started, 2),
                 "budget": budget,
                 "study": name,
             })
 
-    run_search(problem, study, search_deadline, on_trial=report, should_stop=should_stop)
+    run_search(problem, study, search_deadline, on_trial=report, should_stop=should_stop,
+               max_trials=max_trials)
     if should_stop is not None and should_stop():
         raise JobCancelled("training was cancelled")
     done = completed(study)
@@ -425,7 +432,7 @@ def train_project(
         "include_auto": include_auto,
         "cv_std": best.user_attrs.get("cv_std"),
         "cv_folds": 0 if splits[0][0] is splits[0][1] else len(splits),
-        "trials": len(study.trials),
+        "trials": len(trials_run(study)),
         "trials_completed": len(done),
         "trials_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
         "search_seconds": search_seconds,
@@ -434,7 +441,7 @@ def train_project(
         "study": name,
         "storage": "postgresql" if storage_url else "journal file",
         "warm_start": warm[0] if warm else None,
-        "workers": sorted({t.user_attrs.get("worker", "main") for t in study.trials}),
+        "workers": sorted({t.user_attrs.get("worker", "main") for t in trials_run(study)}),
         "leaderboard": leaderboard(study),
         "param_importances": param_importances(study),
         "library_versions": library_versions(embeddings),
@@ -545,7 +552,7 @@ def train_project(
         "params": params,
         "promoted": promote_it,
         "scored": scored,
-        "trials": len(study.trials),
+        "trials": len(trials_run(study)),
         "seconds": round(time.monotonic() - started, 2),
         "search_and_refit_seconds": round(search_seconds + refit_seconds, 2),
         "study": name,
@@ -664,10 +671,10 @@ def run_worker(
                              embeddings=bool(attrs.get("embeddings")),
                              choices=attrs.get("families") or None)
     before = sum(t.user_attrs.get("worker") == name for t in study.trials)
-    run_search(problem, study, float(attrs["deadline"]))
+    run_search(problem, study, float(attrs["deadline"]), max_trials=attrs.get("max_trials"))
     ran = sum(t.user_attrs.get("worker") == name for t in study.trials) - before
     return {"study": study_name, "worker": name, "trials": ran,
-            "study_trials": len(study.trials),
+            "study_trials": len(trials_run(study)),
             "best": study.best_value if completed(study) else None}
 
 

@@ -166,6 +166,29 @@ def test_the_search_can_be_restricted_to_some_families(db, data_dir, wine_csv, c
     assert json.loads(capsys.readouterr().out)["estimator"] == "linear_svm"
 
 
+def test_a_trial_cap_ends_the_search_the_same_way_on_any_machine(db, data_dir, wine_csv,
+                                                               capsys):
+    """A generous budget with a cap of 4 trials: the cap, not the clock, ends the search,
+    so two runs with the same seed pick the same model (a loaded machine included)."""
+    import_source(db, "wine", wine_csv, "tabular", label_column="cultivar")
+    project = get_project(db, "wine")
+    runs = [train_project(db, project, budget=120, model_families=["logistic_regression"],
+                          max_trials=4) for _ in range(2)]
+    assert [r["trials"] for r in runs] == [4, 4]
+    first, second = list_models(db, project)[-2:]
+    assert first["params"] == second["params"] and first["cv_score"] == second["cv_score"]
+    before = db["model_versions"].count
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(GroundworkError, match="whole number of at least 1"):
+            train_project(db, project, budget=2, max_trials=bad)
+    code = cli.main(["train", "wine", "--max-trials", "0", "--data-dir", str(data_dir)])
+    assert code != 0 and "whole number of at least 1, not 0" in capsys.readouterr().err
+    assert db["model_versions"].count == before
+    assert cli.main(["train", "wine", "--max-trials", "2", "--budget", "60", "--json",
+                     "--data-dir", str(data_dir)]) == 0
+    assert json.loads(capsys.readouterr().out)["trials"] == 2
+
+
 def test_fast_balanced_accuracy_is_scikit_learns():
     rng = np.random.default_rng(0)
     for k in (2, 3, 10):
