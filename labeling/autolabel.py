@@ -10,11 +10,17 @@ reaches it:
 - For each candidate threshold t the machine labels at confidence >= t are
   right k times out of n on validation; the one-sided Clopper-Pearson bound
   at the stated confidence (default 95%) is the guaranteed accuracy.
-- Thresholds are tested in a fixed order, most confident first, stopping at
-  the first that fails (fixed-sequence testing), so scanning many thresholds
-  does not inflate the error rate. Thresholds whose validation slice is too
-  small to ever pass are skipped; that depends only on confidences, not on
-  whether the answers were right.
+- Thresholds are tested in a fixed order, most confident first, by the
+  fallback procedure (Wiens 2003), so scanning many thresholds does not
+  inflate the error rate: half the error allowance goes to the first
+  threshold that could pass, the other half to the thresholds whose
+  validation slice first reaches 2x, 4x, 8x ... that size, and a threshold
+  that passes hands its allowance on to the next. Plain fixed-sequence
+  testing (stop at the first failure) let one confident validation error
+  among the first dozen answers block every threshold of a 97%-accurate
+  model; here a later checkpoint can still pass. Thresholds whose validation
+  slice is too small to ever pass are skipped, and the checkpoints depend
+  only on confidences, not on whether the answers were right.
 
 The pure functions (`lower_bound`, `coverage_curve`, `choose_threshold`) hold
 the maths; `plan_autolabel` reads the store, `run_autolabel` writes.
@@ -74,6 +80,7 @@ def coverage_curve(
         points.append({
             "threshold": float(t),
             "validation_n": n,
+            "validation_correct": k,
             "accuracy": k / n,
             "lower_bound": lower_bound(k, n, confidence),
             "pool_covered": int(covered),
@@ -82,17 +89,59 @@ def coverage_curve(
     return points
 
 
+def fallback_weights(sizes: list[int], alpha: float) -> list[float]:
+    """The error allowance each threshold starts with, given its validation slice size.
+
+    Half at the first threshold; the other half shared by the thresholds where
+    the slice first reaches 2x, 4x, 8x ... the first one's size (all of it at
+    the first when there is no such threshold). Sizes come from confidences
+    alone, so the weights are fixed before any answer is checked.
+    """
+    if not sizes:
+        return []
+    checkpoints, goal = [], 2 * sizes[0]
+    for i, n in enumerate(sizes):
+        if n >= goal:
+            checkpoints.append(i)
+            while goal <= n:
+                goal *= 2
+    weights = [0.0] * len(sizes)
+    weights[0] = alpha / 2 if checkpoints else alpha
+    for i in checkpoints:
+        weights[i] = alpha / 2 / len(checkpoints)
+    return weights
+
+
 def choose_threshold(curve: list[dict], target: float, confidence: float) -> dict | None:
-    """The lowest threshold reached by fixed-sequence testing, or None if none passes."""
-    need = min_validation(target, confidence)
-    chosen = None
-    for point in curve:  # most confident first
-        if point["validation_n"] < need:
-            continue
-        if point["lower_bound"] >= target:
-            chosen = point
+    """The lowest threshold certified by the fallback procedure, or None if none is.
+
+    Each threshold is tested at its own allowance plus whatever the threshold
+    before it passed on; the family-wise error stays within 1 - confidence, so
+    every certified threshold holds at once and the lowest can be used. The
+    chosen point's `lower_bound` is the bound at the level it was tested at
+    (`tested_confidence`, never below `confidence`): at least as strict as the
+    curve's.
+    """
+    alpha = 1.0 - confidence
+    # The first threshold is tested at half the allowance, so it needs a bigger slice.
+    # With no slice twice that size there are no checkpoints: plain fixed-sequence
+    # testing, everything on the first threshold that could pass at the full allowance.
+    eligible = [p for p in curve if p["validation_n"] >= min_validation(target, 1 - alpha / 2)]
+    if eligible and eligible[-1]["validation_n"] >= 2 * eligible[0]["validation_n"]:
+        weights = fallback_weights([p["validation_n"] for p in eligible], alpha)
+    else:
+        eligible = [p for p in curve if p["validation_n"] >= min_validation(target, confidence)]
+        weights = [alpha] + [0.0] * (len(eligible) - 1) if eligible else []
+    chosen, carried = None, 0.0
+    for point, weight in zip(eligible, weights, strict=True):
+        level = weight + carried
+        bound = (lower_bound(point["validation_correct"], point["validation_n"], 1.0 - level)
+                 if level > 0 else 0.0)
+        if bound >= target:
+            chosen = {**point, "lower_bound": bound, "tested_confidence": 1.0 - level}
+            carried = level
         else:
-            break
+            carried = 0.0
     return chosen
 
 
@@ -158,15 +207,16 @@ def plan_autolabel(
         "threshold": chosen["threshold"] if chosen else None,
         "estimated_accuracy": chosen["accuracy"] if chosen else None,
         "lower_bound": chosen["lower_bound"] if chosen else None,
+        "tested_confidence": chosen["tested_confidence"] if chosen else None,
         "validation_above_threshold": chosen["validation_n"] if chosen else 0,
         "coverage": chosen["coverage"] if chosen else 0.0,
         "would_label": chosen["pool_covered"] if chosen else 0,
         "curve": curve,
         "how_measured": (
             f"accuracy of the promoted model's labels on {len(val_conf)} held-out human labels "
-            f"it never trained on; lower_bound is a one-sided {confidence:.0%} Clopper-Pearson "
-            "bound, thresholds tested most-confident first (fixed-sequence), so the bound "
-            "holds for the chosen threshold"
+            f"it never trained on; lower_bound is a one-sided Clopper-Pearson bound, "
+            "thresholds tested most-confident first with the fallback procedure so that the "
+            f"bound holds for the chosen threshold with {confidence:.0%} confidence"
         ),
     }
     if chosen is None:
