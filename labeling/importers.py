@@ -1020,8 +1020,11 @@ def import_source(
                 f"project {name!r} holds {existing.modality} items, not {modality}: import into "
                 "another project"
             )
-        if explicit and existing.task != task and task != "single-label":
-            raise GroundworkError(f"project {name!r} is {existing.task}, not {task}")
+        # One class per item fits a multi-label project; any other mismatch is refused.
+        if explicit and existing.task != task and (task, existing.task) != (
+                "single-label", "multi-label"):
+            raise GroundworkError(f"project {name!r} is {existing.task}, not {task}: import "
+                                  f"without --task, or into another project")
         task = existing.task
     if task == "regression" and modality != "tabular":
         raise GroundworkError(f"regression (a number per item) is for tabular projects, not "

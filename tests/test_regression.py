@@ -93,7 +93,16 @@ def test_bad_regression_input_is_refused_and_changes_nothing(db, diabetes_csv, t
         record_annotation(db, project, 1, "lots", user="ann")
     with pytest.raises(GroundworkError, match="strategy 'margin' needs class probabilities"):
         set_strategy(db, project, "margin")
-    assert db.execute("SELECT count(*) FROM annotations").fetchone()[0] == before
+    # Classes asked for explicitly into a regression project (or numbers into a class
+    # project) are refused, not quietly read the project's way.
+    for name, task in (("ok", "single-label"), ("as-classes", "regression")):
+        if name == "as-classes":
+            import_source(db, name, diabetes_csv, "tabular", label_column="progression",
+                          task="single-label")
+        with pytest.raises(GroundworkError, match=f"is .*, not {task}: import without --task"):
+            import_source(db, name, diabetes_csv, "tabular", label_column="progression",
+                          task=task)
+    assert db.execute("SELECT count(*) FROM annotations").fetchone()[0] == before + 442
 
 
 def test_several_answers_are_consolidated_by_their_median(db):
