@@ -50,6 +50,9 @@ def one(name: str, made, work: Path, labels: int, target: float, budget: float) 
     import_source(db, name, source, modality, **options)
     project = get_project(db, name)
     gold = {r[0]: json.loads(r[1]) for r in db.execute("SELECT id, gold FROM items")}
+    if labels >= len(gold):
+        raise SystemExit(f"{name}: {labels} human labels leave no pool of its {len(gold)} items "
+                         "to label by machine: give that set fewer with --labels-for")
     started = time.monotonic()
     for round_size in (labels // 2, labels - labels // 2):
         for _ in range(round_size):
