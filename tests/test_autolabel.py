@@ -49,21 +49,21 @@ def test_curve_and_the_fallback_procedure():
     assert [p["validation_n"] for p in curve] == [60, 100, 200]
     assert [p["validation_correct"] for p in curve] == [60, 60, 160]
     assert [p["pool_covered"] for p in curve] == [1, 2, 3]
-    # 0.99 passes (60/60 at half the allowance), 0.9 fails (60/100), 0.8 (160/200 = 0.8)
+    # 0.99 passes (60/60 at 80% of the allowance), 0.9 fails (60/100), 0.8 (160/200 = 0.8)
     # fails on its own checkpoint share -> 0.99, with a bound stricter than the curve's.
     chosen = choose_threshold(curve, 0.9, 0.95)
     assert chosen["threshold"] == 0.99
-    assert chosen["tested_confidence"] == pytest.approx(0.975)
-    assert chosen["lower_bound"] == pytest.approx(lower_bound(60, 60, 0.975))
+    assert chosen["tested_confidence"] == pytest.approx(0.96)
+    assert chosen["lower_bound"] == pytest.approx(lower_bound(60, 60, 0.96))
     assert chosen["lower_bound"] < curve[0]["lower_bound"]
     assert choose_threshold(curve[:1], 0.999, 0.95) is None  # 60 answers cannot certify 99.9%
 
 
-def test_the_allowance_is_half_first_half_at_the_doublings():
+def test_the_allowance_goes_mostly_first_the_rest_at_the_doublings():
     assert fallback_weights([14, 20, 28, 40, 56, 90], 0.05) == pytest.approx(
-        [0.025, 0, 0.0125, 0, 0.0125, 0])
+        [0.04, 0, 0.005, 0, 0.005, 0])
     assert fallback_weights([14, 20, 27], 0.05) == [0.05, 0.0, 0.0]  # no doubling: all first
-    assert fallback_weights([10, 50, 60], 0.05) == pytest.approx([0.025, 0.025, 0])  # 50 >= 40
+    assert fallback_weights([10, 50, 60], 0.05) == pytest.approx([0.04, 0.01, 0])  # 50 >= 40
     assert fallback_weights([], 0.05) == []
 
 
