@@ -247,3 +247,59 @@ def test_multi_label_issues_find_flipped_tags(db, tmp_path):
     settled = current_labels(db, project, curated_only=True).set_index("item_id")
     assert settled.loc[task["item_id"], "source"] == "review"
     assert sorted(settled.loc[task["item_id"], "labels"]) == sorted(task["predicted"])
+
+
+@pytest.mark.parametrize("shared", [7, 14])
+def test_confirmed_label_errors_lower_the_annotator_weight_and_flip_a_tie(db, wine_csv, shared):
+    """Issue 5's feedback loop, end to end: ann and bob disagree on some wines (ann always
+    says barolo, bob gives the cultivar); their ties go to ann's answer, the one recorded
+    first. Label-issue detection flags ann's wrong labels, a reviewer confirms them in
+    review, and consolidation then weighs ann below bob: a tie the reviewer never looked
+    at flips to bob's answer. Seven shared items take the weighted vote, fourteen
+    Dawid-Skene anchored on the reviewed items; both must learn from the review."""
+    from labeling.consolidation import agreement, annotator_weights
+
+    import_source(db, "wine", wine_csv, "tabular", gold_column="cultivar")
+    project = get_project(db, "wine")
+    items = list(iter_items(db, project))
+    disputed = [i for i in items if i.gold[0] != "barolo"][:shared]
+    tie = disputed[-1]
+    for item in disputed:  # ann first: her label is the first column, so ties go to her
+        record_annotation(db, project, item.id, "barolo", user="ann")
+    for item in items:
+        if item in disputed:
+            record_annotation(db, project, item.id, item.gold[0], user="bob")
+        else:
+            record_annotation(db, project, item.id, item.gold[0], user="cy")
+
+    def label_of(item) -> list[str]:
+        labels = current_labels(db, project, curated_only=True).set_index("item_id")
+        return labels.loc[item.id, "labels"]
+
+    assert all(label_of(item) == ["barolo"] for item in disputed)  # ties, equal votes
+    before = {w["user"]: w["weight"] for w in annotator_weights(db, project)}
+    assert before["ann"] == before["bob"] == 0.5
+
+    issues = label_issues(db, project)
+    flagged = {i["id"] for i in issues if i["users"] == ["ann"]}
+    checked = [item for item in disputed[:-1] if item.id in flagged]
+    assert len(checked) >= 3, "the test needs some of ann's errors flagged"
+    n = len(checked)
+    save_workflow(db, project, "label errors", {"label_error": True}, source="labels")
+    run_workflow(db, project, "label errors")
+    tasks = {t["item_id"]: t for t in next_tasks(db, project, n=100, user="rev")}
+    for item in checked:  # the reviewer confirms each error: the cultivar, not ann's barolo
+        task = tasks[item.id]
+        assert task["given"] == ["barolo"] and task["given_by"] == ["ann"]
+        answer_task(db, project, task["id"], item.gold[0], user="rev")
+
+    rates = {r["user"]: r for r in annotator_error_rates(db, project)}
+    assert rates["ann"]["confirmed_errors"] == n and rates["ann"]["error_rate"] == 1.0
+    after = {w["user"]: w for w in annotator_weights(db, project)}
+    assert (after["ann"]["settled"], after["ann"]["overturned"]) == (n, n)
+    assert after["ann"]["weight"] == pytest.approx(1 / (n + 2))  # (right + 1) / (settled + 2)
+    assert after["bob"]["weight"] == pytest.approx((n + 1) / (n + 2))
+    assert {a["user"]: a["weight"] for a in agreement(db, project)["annotators"]}["ann"] == \
+        pytest.approx(1 / (n + 2))
+    assert label_of(tie) == [tie.gold[0]]  # the tie now goes to bob, whom review confirmed
+    assert all(label_of(item) == [item.gold[0]] for item in checked)
