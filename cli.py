@@ -209,6 +209,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                            ensemble=args.ensemble, metric=args.metric,
                            embeddings=args.embeddings, model_families=_families(args.families),
                            max_trials=args.max_trials)
+    if result["promoted"]:
+        result["review_opened"] = _refresh_review(db, project)
     if args.json:
         _print_json(result)
     else:
@@ -220,7 +222,25 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"on {result['holdout_size']} held-out human labels; "
             f"{'promoted' if result['promoted'] else 'not promoted'}"
         )
+        _print_refreshed(result.get("review_opened") or {})
     return 0
+
+
+def _refresh_review(db, project) -> dict[str, int]:
+    """After a promotion, pool workflows re-evaluate the pool with the new model.
+
+    Here and on the pages, not in automl: automl must not import review (the
+    dependency rule), so whoever promotes from a command or a page calls it.
+    """
+    from review.workflows import refresh_workflows
+
+    return refresh_workflows(db, project)
+
+
+def _print_refreshed(opened: dict[str, int]) -> None:
+    for name, n in opened.items():
+        print(f"workflow {name} re-evaluated the pool with the new model: opened {n} "
+              "review tasks")
 
 
 def _families(text: str | None) -> list[str] | None:
@@ -289,20 +309,23 @@ def _training_set_version(db, model: dict) -> int | None:
     return int(row[0]) if row else None
 
 
-def _print_promoted(args: argparse.Namespace, row: dict) -> None:
+def _print_promoted(args: argparse.Namespace, row: dict, opened: dict[str, int]) -> None:
     if args.json:
         _print_json({"version": row["version"], "status": row["status"],
-                     "estimator": row["estimator"]})
+                     "estimator": row["estimator"], "review_opened": opened})
     else:
         print(f"v{row['version']} ({row['estimator']}) is now the promoted model; the pool "
               "was re-scored with it")
+        _print_refreshed(opened)
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from automl.registry import promote
 
     db = _open(args)
-    _print_promoted(args, promote(db, _project(db, args.project), args.version, user=args.user))
+    project = _project(db, args.project)
+    row = promote(db, project, args.version, user=args.user)
+    _print_promoted(args, row, _refresh_review(db, project))
     return 0
 
 
@@ -310,7 +333,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     from automl.registry import rollback
 
     db = _open(args)
-    _print_promoted(args, rollback(db, _project(db, args.project), user=args.user))
+    project = _project(db, args.project)
+    row = rollback(db, project, user=args.user)
+    _print_promoted(args, row, _refresh_review(db, project))
     return 0
 
 

@@ -360,8 +360,11 @@ def refresh_workflows(db: sqlite_utils.Database, project: Project) -> dict[str, 
     """After a promotion, re-run every pool workflow that has run on an older model.
 
     Training runs in a process that knows nothing of review (the dependency
-    rule), so the Review page and the review commands call this: tasks for the
-    new model's predictions are there when someone looks.
+    rule), so whoever promotes or looks calls this: `groundwork train`,
+    `promote` and `rollback` right after a promotion, the Review and Workflows
+    pages and `groundwork review next` on load (for promotions made on the
+    Train page or by a background job). Tasks for the new model's predictions
+    are there when someone looks.
     """
     model_id = promoted_model_id(db, project)
     if model_id is None:

@@ -195,3 +195,39 @@ def test_batch_workflow_on_a_file_preview_open_answer_export(mail, spam_csv, tmp
     assert "--source batch" in gw.fails("review", "workflow", "mail", "doubts", "--file", path)
     assert "no batch 'nope'" in gw.fails("review", "batch-export", "mail", "nope", "--out", out)
     assert store_counts(gw.data_dir) == before
+
+
+def test_a_promotion_from_the_cli_re_evaluates_the_pool_workflows(mail, data_dir):
+    """`train`, `promote` and `rollback` promote in automl, which must not import review;
+    the commands re-run the pool workflows themselves, so the new model's doubts are open
+    tasks at once, not only when someone next opens the Review page."""
+    gw, truth = mail
+
+    def tasks_by_model() -> dict[int, int]:
+        with sqlite3.connect(data_dir / "groundwork.db") as conn:
+            return dict(conn.execute(
+                "SELECT m.version, count(*) FROM review_tasks t JOIN model_versions m "
+                "ON m.id = t.model_version_id GROUP BY m.version").fetchall())
+
+    gw.json("review", "workflow", "mail", "doubts", "--below", "1.0")
+    assert gw.json("review", "open", "mail", "--workflow", "doubts", "--limit", "2")[
+        "opened"] == 2
+    for task in gw.json("review", "next", "mail", "--n", "2")["tasks"]:
+        gw.json("review", "answer", "mail", task["id"], truth[task["key"]], "--user", "rev")
+    assert tasks_by_model() == {1: 2}
+
+    trained = gw.json("train", "mail", "--budget", "3")
+    assert trained["model_version"] == 2
+    if trained["promoted"]:
+        opened = trained["review_opened"]
+    else:  # the new model lost on the holdout: promote it by hand
+        assert "review_opened" not in trained
+        opened = gw.json("promote", "mail", "2")["review_opened"]
+    assert opened["doubts"] == tasks_by_model()[2] > 0
+    assert gw.json("review", "workflow", "mail", "doubts", "--below", "1.0", "--dry-run")[
+        "preview"]["would_open"] == 0  # nothing left for the new model to open
+
+    back = gw.json("rollback", "mail")
+    assert back["version"] == 1 and set(back["review_opened"]) == {"doubts"}
+    code, out, _ = gw("promote", "mail", "2")
+    assert code == 0 and "workflow doubts re-evaluated the pool with the new model" in out

@@ -133,3 +133,25 @@ def test_label_issues_are_checked_routed_and_reviewed_with_given_and_suggested(
                         "ON t.annotation_id = a.id WHERE t.project_id = ?",
                         [project.id]).fetchall()
     assert answer == [(json.dumps([first["given"]]), "review")]
+
+
+def test_the_workflows_page_re_evaluates_the_pool_after_a_promotion(mail):
+    """A model promoted elsewhere (the Train page, a worker): opening the Workflows page
+    re-runs the pool workflows on its predictions before showing their counts."""
+    db, project = mail
+    save_workflow(db, project, "low", {"confidence_below": 0.56})
+    assert run_workflow(db, project, "low") == 2  # 0.55 and 0.50
+    with db.atomic():
+        db.execute("UPDATE model_versions SET status = 'archived'")
+        v2 = db["model_versions"].insert({
+            "project_id": project.id, "version": 2, "created_at": "now",
+            "status": "promoted", "estimator": "logreg", "metric_name": "balanced_accuracy",
+            "train_size": 0, "snapshot_hash": "-", "artifact_path": "-",
+            "artifact_sha256": "-", "classes": '["ham", "spam"]'}).last_pk
+    store_predictions(db, v2, list(range(1, 7)), ["ham", "spam"],
+                      np.tile([[0.52, 0.48]], (6, 1)))  # v2 doubts everything
+    at = page("review/pages/workflows.py", "mail")
+    assert not at.exception
+    assert db.execute("SELECT count(*) FROM review_tasks WHERE model_version_id = ?",
+                      [v2]).fetchone()[0] == 4  # the four without an open task
+    assert list(at.dataframe[0].value["open"]) == [6]

@@ -49,6 +49,7 @@ from review.workflows import (
     find_workflow,
     list_workflows,
     preview,
+    refresh_workflows,
     run_workflow,
     save_workflow,
 )
@@ -57,6 +58,12 @@ db = get_db()
 project = current_project(db)
 st.title(f"Workflows · {project.name}")
 stop_unless_classes(project, "review")
+try:  # a model promoted since the last look: pool workflows re-evaluate the pool first
+    for refreshed, opened in refresh_workflows(db, project).items():
+        if opened:
+            st.toast(f"New model promoted: workflow {refreshed} opened {opened} tasks")
+except GroundworkError as exc:
+    st.warning(str(exc))
 ANY_CLASS = "any class"
 SOURCES = {"pool": "Model predictions on unlabeled items",
            "labels": "The project's own labels (error checks)",
