@@ -506,13 +506,19 @@ def cmd_review_open(args: argparse.Namespace) -> int:
 
 
 def cmd_review_next(args: argparse.Namespace) -> int:
-    from review.tasks import next_tasks
+    from review.tasks import claim_tasks, held_by_others, next_tasks
     from review.workflows import refresh_workflows
 
     db = _open(args)
     project = _project(db, args.project)
     refresh_workflows(db, project)
-    tasks = next_tasks(db, project, n=args.n, user=args.user, workflow=args.workflow)
+    waiting = 0
+    if args.user and not args.no_lease:  # what is listed is held for --user (a claim)
+        tasks = claim_tasks(db, project, args.user, n=args.n, seconds=args.lease,
+                            workflow=args.workflow)
+        waiting = held_by_others(db, project, args.user) if len(tasks) < args.n else 0
+    else:  # a look: nothing is held for anyone
+        tasks = next_tasks(db, project, n=args.n, user=args.user, workflow=args.workflow)
     out = [
         {
             "id": t["id"],
@@ -527,15 +533,19 @@ def cmd_review_next(args: argparse.Namespace) -> int:
             "expires_at": t["expires_at"],
             "given": t.get("given"),
             "given_by": t.get("given_by"),
+            "claimed_until": t.get("claimed_until"),
         }
         for t in tasks
     ]
     if args.json:
-        _print_json({"tasks": out})
+        _print_json({"tasks": out, "held_by_others": waiting})
     else:
         for t in out:
             print(f"{t['id']}\t{t['key']}\t{','.join(t['predicted'])}\t{t['confidence']:.3f}"
                   f"\t{'; '.join(t['fired'])}")
+        if waiting:
+            print(f"{waiting} more task(s) are being reviewed by others; try again in a minute",
+                  file=sys.stderr)
     return 0
 
 
@@ -1206,8 +1216,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_review_next)
     p.add_argument("project")
     p.add_argument("--n", type=int, default=10)
-    p.add_argument("--user", default=None, help="leave out tasks this reviewer answered")
+    p.add_argument("--user", default=None,
+                   help="the reviewer: leave out tasks they answered or others hold, and hold "
+                   "the listed ones for them (5 minutes) so nobody else is given them")
     p.add_argument("--workflow", help="only this workflow's tasks")
+    p.add_argument("--lease", type=float, default=None, metavar="SECONDS",
+                   help="how long the listed tasks stay held for --user (default 300, or "
+                   "GROUNDWORK_LEASE_SECONDS)")
+    p.add_argument("--no-lease", action="store_true",
+                   help="only look at the tasks: hold nothing")
     p = review_sub.add_parser("answer", help="answer a review task", parents=[common])
     p.set_defaults(func=cmd_review_answer)
     p.add_argument("project")

@@ -7,23 +7,40 @@ arrives the answers are consolidated like annotations (Dawid-Skene over the
 project's multi-reviewer tasks, or majority vote while fewer than ten tasks
 are shared) and stored as one curated label with source `review`, the task
 `completed`. A task past its expiry is `expired` and no longer offered.
+
+Claims keep two reviewers off the same task, the way `labeling.leases` keeps
+two annotators off the same item: `claim_tasks` (the Review page, and
+`groundwork review next --user U`) hands a reviewer their own live claims
+first, then tasks nobody else holds, and holds them for a few minutes
+(`GROUNDWORK_LEASE_SECONDS`, default 5 minutes). A task wanting k reviewers
+is held by at most k minus its answers people at once. A held task is
+`in progress`; an answer, a skip (`release_claim`) or the claim's expiry
+frees it, and an unanswered task whose claims all ended is `open` again.
+Claims live in the store's `settings` table, one row per (task, reviewer),
+keyed `review-claim:<project>:<task>:<user>` with the time the claim ends:
+a claim is short-lived state that is never the only record of anything, and
+the schema belongs to `labeling.store`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import sqlite_utils
 
 from labeling.annotations import record_annotation, retract_annotation, validate_labels
 from labeling.errors import GroundworkError
+from labeling.leases import _write_transaction, check_seconds, check_user, default_lease_seconds
 from labeling.projects import Project
 from labeling.store import utcnow
 from review.conditions import describe, legacy
 
 OPEN_STATES = ("open", "in progress")
 CONSENSUS_USER = "consensus"
+CLAIM = "review-claim"
 
 _SELECT = """
     SELECT t.*, i.key, w.name AS workflow, w.instructions,
@@ -49,14 +66,198 @@ def _task(row: dict) -> dict:
 
 
 def expire_tasks(db: sqlite_utils.Database, project: Project, now: str | None = None) -> int:
-    """Mark tasks past their expiry as expired; return how many were."""
+    """Mark tasks past their expiry as expired and drop ended claims; return how many expired."""
     now = now or utcnow()
     with db.atomic():
         cursor = db.execute(
             "UPDATE review_tasks SET status = 'expired' WHERE project_id = ? AND status IN "
             "('open', 'in progress') AND expires_at IS NOT NULL AND expires_at <= ?",
             [project.id, now])
+        _drop_stale_claims(db, project, now)
     return cursor.rowcount
+
+
+# ---------------------------------------------------------------- claims
+
+
+def _claim_key(project: Project, task_id: int, user: str) -> str:
+    return f"{CLAIM}:{project.id}:{int(task_id)}:{user}"
+
+
+def _claims(db: sqlite_utils.Database, project: Project) -> list[tuple[str, int, str, str]]:
+    """Every claim row of the project, live or not: (key, task id, user, until)."""
+    prefix = f"{CLAIM}:{project.id}:"
+    out = []
+    for key, until in db.execute("SELECT key, value FROM settings WHERE key >= ? AND key < ?",
+                                 [prefix, prefix[:-1] + ";"]).fetchall():
+        _, _, task_id, user = key.split(":", 3)
+        out.append((key, int(task_id), user, until))
+    return out
+
+
+def _forget_claims(db: sqlite_utils.Database, project: Project, task_id: int) -> None:
+    """A completed task holds nobody any more (an undo must not find old claims live)."""
+    prefix = f"{CLAIM}:{project.id}:{int(task_id)}:"
+    db.execute("DELETE FROM settings WHERE key >= ? AND key < ?", [prefix, prefix[:-1] + ";"])
+
+
+def live_claims(db: sqlite_utils.Database, project: Project) -> dict[int, dict[str, str]]:
+    """Task id -> {reviewer: when their claim ends}, for claims that have not ended."""
+    now = utcnow()
+    out: dict[int, dict[str, str]] = {}
+    for _, task_id, user, until in _claims(db, project):
+        if until > now:
+            out.setdefault(task_id, {})[user] = until
+    return out
+
+
+def _drop_stale_claims(db: sqlite_utils.Database, project: Project, now: str) -> None:
+    """Drop claims that ended, that are on tasks no longer open, or whose holder answered;
+    then an unanswered task nobody holds is `open` again."""
+    rows = _claims(db, project)
+    if rows:
+        tasks = {r[0]: r[1] for r in db.execute(
+            f"SELECT id, status FROM review_tasks WHERE id IN "
+            f"({','.join('?' * len({r[1] for r in rows}))})", sorted({r[1] for r in rows}))}
+        answered = set(db.execute(
+            "SELECT r.task_id, r.user FROM review_answers r JOIN review_tasks t "
+            "ON t.id = r.task_id WHERE t.project_id = ? AND t.status IN "
+            "('open', 'in progress') AND r.retracted_at IS NULL", [project.id]).fetchall())
+        stale = [key for key, task_id, user, until in rows
+                 if until <= now or tasks.get(task_id) not in OPEN_STATES
+                 or (task_id, user) in answered]
+        if stale:
+            db.execute(f"DELETE FROM settings WHERE key IN ({','.join('?' * len(stale))})",
+                       stale)
+    held = sorted({task_id for key, task_id, _, until in rows if until > now})
+    db.execute(
+        f"""
+        UPDATE review_tasks SET status = 'open'
+        WHERE project_id = ? AND status = 'in progress'
+          AND id NOT IN ({','.join('?' * len(held))})
+          AND NOT EXISTS (SELECT 1 FROM review_answers r WHERE r.task_id = review_tasks.id
+                          AND r.retracted_at IS NULL)
+        """, [project.id, *held])
+
+
+def _full_for(db: sqlite_utils.Database, project: Project, user: str,
+              claims: dict[int, dict[str, str]]) -> list[int]:
+    """Tasks other reviewers' live claims fill: as many holders as answers still wanted."""
+    held = {task_id: [u for u in users if u != user] for task_id, users in claims.items()}
+    held = {task_id: others for task_id, others in held.items() if others}
+    if not held:
+        return []
+    rows = db.execute(
+        f"""
+        SELECT t.id, t.reviewers, (SELECT count(*) FROM review_answers r
+                                   WHERE r.task_id = t.id AND r.retracted_at IS NULL)
+        FROM review_tasks t WHERE t.id IN ({','.join('?' * len(held))})
+        """, sorted(held)).fetchall()
+    return [task_id for task_id, wanted, answers in rows
+            if len(held[task_id]) >= int(wanted or 1) - answers]
+
+
+def _until(seconds: float) -> str:
+    moment = datetime.now(UTC) + timedelta(seconds=seconds)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _hold(db: sqlite_utils.Database, project: Project, task_ids: Sequence[int], user: str,
+          until: str) -> None:
+    if not task_ids:
+        return
+    db.conn.executemany("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                        [(_claim_key(project, t, user), until) for t in task_ids])
+    db.execute(f"UPDATE review_tasks SET status = 'in progress' WHERE id IN "
+               f"({','.join('?' * len(task_ids))})", [int(t) for t in task_ids])
+
+
+def claim_tasks(
+    db: sqlite_utils.Database,
+    project: Project,
+    user: str,
+    n: int = 1,
+    *,
+    seconds: float | None = None,
+    exclude: Sequence[int] = (),
+    workflow: str | None = None,
+) -> list[dict]:
+    """Up to `n` tasks for `user`, each held for them for `seconds` (default 5 minutes).
+
+    The user's own live claims first (renewed: a reload shows the same task),
+    then what `next_tasks` offers among the tasks nobody else fills. Empty
+    when nothing is open for the user, or everything open is held by others
+    (`held_by_others` tells the two apart). Each task carries `claimed_until`.
+    One write transaction (`BEGIN IMMEDIATE`), so two reviewers asking at once
+    take turns instead of both reading the same free task.
+    """
+    user = check_user(db, user)
+    seconds = check_seconds(default_lease_seconds() if seconds is None else seconds)
+    skip = {int(e) for e in exclude}
+    with _write_transaction(db):
+        now, until = utcnow(), _until(seconds)
+        expire_tasks(db, project, now)
+        claims = live_claims(db, project)
+        mine = tuple(t for t, users in claims.items() if user in users and t not in skip)
+        out = _select(db, project, n, mine, workflow=workflow, now=now, only=True) if mine else []
+        if len(out) < n:
+            taken = (*skip, *mine, *_full_for(db, project, user, claims))
+            out += _select(db, project, n - len(out), taken, user=user, workflow=workflow,
+                           now=now)
+        _hold(db, project, [t["id"] for t in out], user, until)
+    return [{**t, "status": "in progress", "claimed_until": until} for t in out]
+
+
+def claim_task(db: sqlite_utils.Database, project: Project, task_id: int, user: str,
+               seconds: float | None = None) -> str:
+    """Hold one given task for `user` (their undone answer's task, back on their screen, or
+    the task a page keeps showing); return when the claim ends.
+
+    Refused when the task is no longer open or other reviewers fill it.
+    """
+    user = check_user(db, user)
+    seconds = check_seconds(default_lease_seconds() if seconds is None else seconds)
+    with _write_transaction(db):
+        expire_tasks(db, project)
+        task = get_task(db, project, task_id)
+        if task["status"] not in OPEN_STATES:
+            raise GroundworkError(f"review task {task['id']} is {task['status']}, not open")
+        claims = live_claims(db, project)
+        if task["id"] in _full_for(db, project, user, claims):
+            raise GroundworkError(_held_message(task, claims))
+        until = _until(seconds)
+        _hold(db, project, [task["id"]], user, until)
+    return until
+
+
+def release_claim(db: sqlite_utils.Database, project: Project, task_id: int, user: str) -> bool:
+    """Free `user`'s claim on a task (skipped, or they stop); True if there was one."""
+    with db.atomic():
+        cursor = db.execute("DELETE FROM settings WHERE key = ?",
+                            [_claim_key(project, task_id, (user or "").strip())])
+        _drop_stale_claims(db, project, utcnow())
+    return cursor.rowcount > 0
+
+
+def held_by_others(db: sqlite_utils.Database, project: Project, user: str) -> int:
+    """How many open tasks other reviewers' live claims keep from `user` now."""
+    claims = live_claims(db, project)
+    full = _full_for(db, project, (user or "").strip(), claims)
+    if not full:
+        return 0
+    return int(db.execute(
+        f"SELECT count(*) FROM review_tasks t WHERE t.id IN ({','.join('?' * len(full))}) "
+        "AND t.status IN ('open', 'in progress') AND NOT EXISTS (SELECT 1 FROM review_answers r "
+        "WHERE r.task_id = t.id AND r.user = ? AND r.retracted_at IS NULL)",
+        [*full, (user or "").strip()]).fetchone()[0])
+
+
+def _held_message(task: dict, claims: dict[int, dict[str, str]]) -> str:
+    holders = claims.get(task["id"], {})
+    until = max(holders.values(), default="")[11:16]
+    return (f"review task {task['id']} is being reviewed by {', '.join(sorted(holders))} "
+            f"(held until {until} UTC): take another one with `groundwork review next "
+            "--user NAME`, or wait until the claim ends")
 
 
 def get_task(db: sqlite_utils.Database, project: Project, task_id: int) -> dict:
@@ -79,21 +280,41 @@ def next_tasks(
     db: sqlite_utils.Database,
     project: Project,
     n: int = 1,
-    exclude: tuple[int, ...] = (),
+    exclude: Sequence[int] = (),
     *,
     user: str | None = None,
     workflow: str | None = None,
 ) -> list[dict]:
     """Open tasks, likeliest label errors first, then the least confident predictions.
 
-    Expired tasks are never offered, nor tasks `user` has already answered.
+    A look: nothing is held (`claim_tasks` holds what it serves). Expired
+    tasks are never offered; with `user`, neither are tasks they already
+    answered nor tasks other reviewers' claims fill.
     """
     now = utcnow()
     expire_tasks(db, project, now)
+    if user:
+        exclude = (*exclude, *_full_for(db, project, user, live_claims(db, project)))
+    return _select(db, project, n, tuple(exclude), user=user, workflow=workflow, now=now)
+
+
+def _select(
+    db: sqlite_utils.Database,
+    project: Project,
+    n: int,
+    ids: tuple[int, ...],
+    *,
+    user: str | None = None,
+    workflow: str | None = None,
+    now: str | None = None,
+    only: bool = False,
+) -> list[dict]:
+    """Open tasks in review order: leaving out `ids`, or (`only`) among `ids` alone."""
+    now = now or utcnow()
     where, args = [], []
-    if exclude:
-        where.append(f"t.id NOT IN ({','.join('?' * len(exclude))})")
-        args.extend(int(e) for e in exclude)
+    if ids or only:
+        where.append(f"t.id {'IN' if only else 'NOT IN'} ({','.join('?' * len(ids))})")
+        args.extend(int(e) for e in ids)
     if user:
         where.append("NOT EXISTS (SELECT 1 FROM review_answers r WHERE r.task_id = t.id "
                      "AND r.user = ? AND r.retracted_at IS NULL)")
@@ -155,6 +376,8 @@ def answer_task(
     """Record one reviewer's answer; return the label's annotation id once the task completes.
 
     With one reviewer per task (the default) every answer completes its task.
+    Refused while other reviewers' claims fill the task (it is on their
+    screens); the answer frees the answerer's own claim.
     """
     task = get_task(db, project, task_id)
     if task["status"] not in OPEN_STATES:
@@ -170,8 +393,12 @@ def answer_task(
     if any(a["user"] == user for a in task_answers(db, task["id"])):
         raise GroundworkError(f"{user} has already answered review task {task['id']}: "
                               "undo that answer to change it")
+    claims = live_claims(db, project)
+    if task["id"] in _full_for(db, project, user, claims):
+        raise GroundworkError(_held_message(task, claims))
     annotation_id = None
     with db.atomic():
+        db.execute("DELETE FROM settings WHERE key = ?", [_claim_key(project, task["id"], user)])
         db["review_answers"].insert({
             "task_id": task["id"], "user": user, "labels": json.dumps(values),
             "created_at": utcnow(),
@@ -193,6 +420,7 @@ def answer_task(
         db["review_tasks"].update(
             task["id"],
             {"status": "completed", "completed_at": utcnow(), "annotation_id": annotation_id})
+        _forget_claims(db, project, task["id"])
     return annotation_id
 
 
@@ -212,9 +440,9 @@ def undo_answer(
                        [utcnow(), answers[-1]["id"]])
         if task["annotation_id"] is not None:
             retract_annotation(db, project, task["annotation_id"])
-        left = len(task_answers(db, task["id"]))
+        busy = task_answers(db, task["id"]) or task["id"] in live_claims(db, project)
         db["review_tasks"].update(task["id"], {
-            "status": "in progress" if left else "open", "completed_at": None,
+            "status": "in progress" if busy else "open", "completed_at": None,
             "annotation_id": None})
 
 

@@ -231,3 +231,32 @@ def test_a_promotion_from_the_cli_re_evaluates_the_pool_workflows(mail, data_dir
     assert back["version"] == 1 and set(back["review_opened"]) == {"doubts"}
     code, out, _ = gw("promote", "mail", "2")
     assert code == 0 and "workflow doubts re-evaluated the pool with the new model" in out
+
+
+def test_review_next_holds_tasks_for_each_reviewer(mail):
+    """Two reviewers asking `review next --user` are given different tasks; the other's
+    task is refused with who holds it; a look without --user holds nothing; a claim
+    runs out by itself."""
+    import time
+
+    gw, truth = mail
+    gw.json("review", "open", "mail", "--below", "1.0", "--limit", "3")
+    look = gw.json("review", "next", "mail", "--n", "10")
+    assert len(look["tasks"]) == 3 and {t["status"] for t in look["tasks"]} == {"open"}
+    ann = gw.json("review", "next", "mail", "--n", "2", "--user", "ann")["tasks"]
+    bob = gw.json("review", "next", "mail", "--n", "2", "--user", "bob", "--lease", "0.2")
+    assert [t["id"] for t in ann] == [t["id"] for t in look["tasks"][:2]]
+    assert [t["id"] for t in bob["tasks"]] == [look["tasks"][2]["id"]]
+    assert bob["held_by_others"] == 2
+    assert ann[0]["status"] == "in progress" and ann[0]["claimed_until"]
+    assert "being reviewed by ann" in gw.fails("review", "answer", "mail", ann[0]["id"],
+                                               truth[ann[0]["key"]], "--user", "bob")
+    again = gw.json("review", "next", "mail", "--n", "2", "--user", "ann")["tasks"]
+    assert [t["id"] for t in again] == [t["id"] for t in ann]  # her own claims come back
+    gw.json("review", "answer", "mail", ann[0]["id"], truth[ann[0]["key"]], "--user", "ann")
+    code, _, err = gw("review", "next", "mail", "--n", "3", "--user", "cy")
+    assert code == 0 and "2 more task(s) are being reviewed by others" in err
+    time.sleep(0.3)  # bob's short claim has ended: his task goes to the next reviewer
+    assert [t["id"] for t in gw.json("review", "next", "mail", "--user", "dan")["tasks"]] == [
+        bob["tasks"][0]["id"]]
+    assert "lease" in gw.fails("review", "next", "mail", "--user", "dan", "--lease", "0")

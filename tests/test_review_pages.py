@@ -155,3 +155,37 @@ def test_the_workflows_page_re_evaluates_the_pool_after_a_promotion(mail):
     assert db.execute("SELECT count(*) FROM review_tasks WHERE model_version_id = ?",
                       [v2]).fetchone()[0] == 4  # the four without an open task
     assert list(at.dataframe[0].value["open"]) == [6]
+
+
+def test_two_reviewers_on_the_review_page_are_shown_different_tasks(mail):
+    """Each session claims the task it shows: bob is not shown ann's task, and when ann
+    skips hers it goes to the next reviewer who asks."""
+    db, project = mail
+    save_workflow(db, project, "low", {"confidence_below": 0.85})
+    assert run_workflow(db, project, "low") == 4  # 0.50, 0.55, 0.60 and 0.80
+
+    def reviewer(name: str) -> AppTest:
+        at = AppTest.from_file(str(ROOT_DIR / "review/pages/review_tasks.py"),
+                               default_timeout=60)
+        at.session_state["project_name"] = "mail"
+        at.session_state["user"] = name
+        return at.run()
+
+    def shown(at: AppTest) -> str:
+        return next(m.value for m in at.markdown if m.value.startswith("Model says"))
+
+    ann, bob = reviewer("ann"), reviewer("bob")
+    assert not ann.exception and not bob.exception
+    assert "confidence **0.50**" in shown(ann) and "confidence **0.55**" in shown(bob)
+    held = db.execute("SELECT count(*) FROM review_tasks WHERE status = 'in progress'"
+                      ).fetchone()[0]
+    assert held == 2
+    button(bob, "accept").click().run()  # bob answers his own task, never ann's
+    answered = db.execute("SELECT t.confidence FROM review_tasks t WHERE t.status = "
+                          "'completed'").fetchall()
+    assert answered == [(0.55,)]
+    assert "confidence **0.60**" in shown(bob)  # auto-advance, past ann's task
+    button(ann, "review-skip").click().run()
+    assert "confidence **0.80**" in shown(ann)  # the one nobody holds
+    cy = reviewer("cy")
+    assert "confidence **0.50**" in shown(cy)  # ann's skipped task, free for others

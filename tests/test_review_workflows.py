@@ -315,3 +315,112 @@ def test_tasks_from_a_store_before_workflows_still_show_why_and_undo(data_dir):
     undo_answer(db, project, task["id"])
     assert db["annotations"].get(answer)["retracted_at"] is not None
     db.conn.close()
+
+
+# ---------------------------------------------------------------- claims
+
+
+def test_two_reviewers_are_given_different_tasks_and_a_claim_keeps_others_off(db, scored):
+    from review.tasks import claim_tasks, held_by_others, release_claim
+
+    save_workflow(db, scored, "low", {"confidence_below": 0.6})
+    assert run_workflow(db, scored, "low") == 3  # 0.5, 0.52, 0.55
+    ann = claim_tasks(db, scored, "ann")[0]
+    bob = claim_tasks(db, scored, "bob")[0]
+    assert (ann["confidence"], bob["confidence"]) == (0.5, 0.52)  # not the same task
+    assert get_task(db, scored, ann["id"])["status"] == "in progress" and ann["claimed_until"]
+    assert claim_tasks(db, scored, "ann")[0]["id"] == ann["id"]  # a reload: the same task
+    assert [t["id"] for t in next_tasks(db, scored, n=10, user="bob")] == [
+        bob["id"], next_tasks(db, scored, n=10)[2]["id"]]  # ann's is not offered to bob
+    with pytest.raises(GroundworkError, match="being reviewed by ann"):
+        answer_task(db, scored, ann["id"], "spam", user="bob")
+    assert task_counts(db, scored) == {"open": 1, "in progress": 2, "completed": 0,
+                                       "expired": 0}
+    cy = claim_tasks(db, scored, "cy", n=5)
+    assert [t["confidence"] for t in cy] == [0.55]
+    assert claim_tasks(db, scored, "dan") == [] and held_by_others(db, scored, "dan") == 3
+
+    # an answer frees the task for good; a skip (release) hands it to the next reviewer
+    answer_task(db, scored, bob["id"], "ham", user="bob")
+    assert release_claim(db, scored, ann["id"], "ann")
+    assert get_task(db, scored, ann["id"])["status"] == "open"  # not answered, nobody holds it
+    assert claim_tasks(db, scored, "dan")[0]["id"] == ann["id"]
+
+
+def test_a_claim_ends_after_its_time_and_the_task_is_open_again(db, scored):
+    from review.tasks import claim_tasks, live_claims
+
+    save_workflow(db, scored, "low", {"confidence_below": 0.51})
+    run_workflow(db, scored, "low")
+    task = claim_tasks(db, scored, "ann", seconds=0.05)[0]
+    assert claim_tasks(db, scored, "bob") == []
+    time.sleep(0.1)
+    assert task_counts(db, scored)["open"] == 1 and live_claims(db, scored) == {}
+    assert claim_tasks(db, scored, "bob")[0]["id"] == task["id"]
+    assert db.execute("SELECT count(*) FROM settings WHERE key LIKE 'review-claim:%'"
+                      ).fetchone()[0] == 1  # ann's ended claim was dropped
+
+
+def test_a_task_wanting_two_reviewers_is_held_by_two_people_at_most(db, scored):
+    from review.tasks import claim_task, claim_tasks
+
+    save_workflow(db, scored, "pair", {"confidence_below": 0.51}, reviewers=2)
+    run_workflow(db, scored, "pair")
+    task = claim_tasks(db, scored, "ann")[0]
+    assert claim_tasks(db, scored, "bob")[0]["id"] == task["id"]
+    assert claim_tasks(db, scored, "cy") == []
+    with pytest.raises(GroundworkError, match="being reviewed by ann, bob"):
+        claim_task(db, scored, task["id"], "cy")
+    answer_task(db, scored, task["id"], "spam", user="ann")  # one answer, one slot left
+    assert claim_tasks(db, scored, "cy") == []  # bob still holds it
+    assert claim_tasks(db, scored, "ann") == []  # ann answered: never again for her
+    annotation = answer_task(db, scored, task["id"], "spam", user="bob")
+    assert annotation and get_task(db, scored, task["id"])["status"] == "completed"
+    undo_answer(db, scored, task["id"], user="bob")  # no stale claim keeps it held
+    assert get_task(db, scored, task["id"])["status"] == "in progress"  # ann's answer stays
+    assert claim_tasks(db, scored, "cy")[0]["id"] == task["id"]
+
+
+def _claimer(data_dir: str, name: str, rounds: int, barrier, out) -> None:
+    """Claim two tasks per round as a fresh reviewer, the way `review next --user` does."""
+    from labeling.projects import get_project
+    from labeling.store import connect
+    from review.tasks import claim_tasks
+
+    db = connect(data_dir)
+    project = get_project(db, "mail")
+    got, errors = [], []
+    barrier.wait()
+    for r in range(rounds):
+        try:
+            got += [t["id"] for t in claim_tasks(db, project, f"{name}-{r}", n=2)]
+        except Exception as exc:  # noqa: BLE001 - reported to the test, not swallowed
+            errors.append(repr(exc))
+    out.put({"got": got, "errors": errors})
+    db.conn.close()
+
+
+def test_reviewers_racing_in_separate_processes_never_claim_the_same_task(db, data_dir):
+    import multiprocessing
+
+    project = create_project(db, "mail", "text", classes=CLASSES)
+    with db.atomic():
+        add_items(db, project, [{"key": f"m{i}", "content": f"message {i}", "sha256": str(i)}
+                                for i in range(60)])
+    model_id = _model(db, project, 1)
+    store_predictions(db, model_id, list(range(1, 61)), CLASSES,
+                      np.tile([[0.55, 0.45]], (60, 1)))
+    assert open_tasks(db, project, {"confidence_below": 0.6}) == 60
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(3), ctx.Queue()
+    procs = [ctx.Process(target=_claimer, args=(str(data_dir), f"p{i}", 8, barrier, out))
+             for i in range(3)]
+    for p in procs:
+        p.start()
+    reports = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(30)
+    assert [e for r in reports for e in r["errors"]] == []
+    got = [t for r in reports for t in r["got"]]
+    assert len(got) == 3 * 8 * 2 and len(set(got)) == len(got)  # no task twice
+    assert task_counts(db, project)["in progress"] == len(got)

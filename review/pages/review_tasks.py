@@ -2,8 +2,11 @@
 
 Enter accepts the model's prediction (or, for a suspected label error, the
 suggested label), 1..9 picks another class, K keeps a given label, S skips,
-U undoes. Below: the model's accuracy on reviewed items with Wilson
-intervals, the human-loop export, and retraining from the corrected labels.
+U undoes. The task on screen is claimed for the reviewer (`claim_tasks`), so
+two reviewers are never shown the same task; a skip frees it for others, and
+skipped tasks come back once nothing else is left. Below: the model's
+accuracy on reviewed items with Wilson intervals, the human-loop export, and
+retraining from the corrected labels.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ from review.rules import open_review, preview_review
 from review.tasks import (
     OPEN_STATES,
     answer_task,
+    claim_task,
+    claim_tasks,
     get_task,
-    next_tasks,
+    held_by_others,
+    release_claim,
     task_counts,
     undo_answer,
 )
@@ -126,9 +132,12 @@ def _answer(project: Project, task_id: int, labels: list[str]) -> None:
 
 
 def _skip(project: Project, task_id: int) -> None:
+    """Not answered: the task goes back to the others now, and to this reviewer later."""
     state = _state(project)
     state["skipped"].append(task_id)
     state["task"] = None
+    release_claim(db, project, task_id, current_user())
+    st.session_state["review-message"] = f"Skipped task {task_id}"
 
 
 def _undo(project: Project) -> None:
@@ -138,6 +147,7 @@ def _undo(project: Project) -> None:
         try:
             require(current_account(db), "review", project)  # roles (issue 6)
             undo_answer(db, project, task_id, user=current_user())
+            claim_task(db, project, task_id, current_user())  # back on this reviewer's screen
         except GroundworkError as exc:
             st.session_state["review-message"] = str(exc)
             return
@@ -187,12 +197,24 @@ def review_loop() -> None:
         f"{counts['expired']} expired"
     )
     user = current_user()
+    if state["task"] is not None:
+        try:  # the claim is renewed while the task is on screen
+            claim_task(db, project, state["task"], user)
+        except GroundworkError:  # answered, expired or taken over meanwhile: the next one
+            state["task"] = None
     if state["task"] is None:
-        tasks = next_tasks(db, project, n=1, exclude=tuple(state["skipped"]), user=user)
+        tasks = claim_tasks(db, project, user, n=1, exclude=state["skipped"])
+        if not tasks and state["skipped"]:  # skipped tasks come back once nothing else is left
+            state["skipped"] = []
+            tasks = claim_tasks(db, project, user, n=1)
         state["task"] = tasks[0]["id"] if tasks else None
         state["shown_at"] = time.monotonic()
     if state["task"] is None:
-        st.info("No open review tasks. Open some with a rule or a workflow above.")
+        if waiting := held_by_others(db, project, user):
+            st.info(f"The {waiting} open tasks left are being reviewed by others right now; "
+                    "try again in a minute.")
+        else:
+            st.info("No open review tasks. Open some with a rule or a workflow above.")
         return
     task = get_task(db, project, state["task"])
     if task["status"] not in OPEN_STATES or (task.get("expires_at")
