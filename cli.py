@@ -1229,7 +1229,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_review_answer)
     p.add_argument("project")
     p.add_argument("task_id")
-    p.add_argument("label")
+    p.add_argument("label", help="a class; in a multi-label project the whole set of tags, "
+                   "comma-separated (a,b)")
     p.add_argument("--user", default=_default_user())
     p = review_sub.add_parser("undo", help="take back a review answer", parents=[common])
     p.set_defaults(func=cmd_review_undo)

@@ -260,3 +260,32 @@ def test_review_next_holds_tasks_for_each_reviewer(mail):
     assert [t["id"] for t in gw.json("review", "next", "mail", "--user", "dan")["tasks"]] == [
         bob["tasks"][0]["id"]]
     assert "lease" in gw.fails("review", "next", "mail", "--user", "dan", "--lease", "0")
+
+
+def test_review_answer_takes_a_comma_separated_set_in_a_multi_label_project(gw, db):
+    from labeling.items import add_items
+    from labeling.projects import create_project
+    from labeling.queue import store_predictions
+
+    project = create_project(db, "tags", "text", task="multi-label", classes=["a", "b", "c"])
+    with db.atomic():
+        add_items(db, project, [{"key": str(i), "content": f"note number {i}",
+                                 "sha256": str(i)} for i in range(2)])
+        mv = db["model_versions"].insert({
+            "project_id": project.id, "version": 1, "created_at": "now", "status": "promoted",
+            "estimator": "logreg", "metric_name": "f1_macro", "train_size": 0,
+            "snapshot_hash": "-", "artifact_path": "-", "artifact_sha256": "-",
+            "classes": '["a", "b", "c"]'}).last_pk
+    store_predictions(db, mv, [1, 2], ["a", "b", "c"],
+                      np.array([[0.9, 0.6, 0.1], [0.2, 0.95, 0.55]]), multi_label=True)
+    assert gw.json("review", "open", "tags", "--below", "0.5")["opened"] == 2
+    first, second = gw.json("review", "next", "tags", "--user", "rev")["tasks"]
+    assert first["predicted"] == ["b", "c"] and second["predicted"] == ["a", "b"]
+    answer = gw.json("review", "answer", "tags", first["id"], "c,a", "--user", "rev")
+    assert answer["status"] == "completed"
+    row = db["annotations"].get(answer["annotation"])
+    assert (json.loads(row["labels"]), row["source"]) == (["a", "c"], "review")
+    assert "unknown label 'd'" in gw.fails("review", "answer", "tags", second["id"], "a,d",
+                                            "--user", "rev")
+    gw.json("review", "answer", "tags", second["id"], "a,b,c", "--user", "rev")
+    assert gw.json("review", "next", "tags", "--n", "5")["tasks"] == []

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from labeling.annotations import current_labels
 from labeling.importers import import_source
 from labeling.items import add_items
 from labeling.projects import create_project, get_project
@@ -189,3 +190,70 @@ def test_two_reviewers_on_the_review_page_are_shown_different_tasks(mail):
     assert "confidence **0.80**" in shown(ann)  # the one nobody holds
     cy = reviewer("cy")
     assert "confidence **0.50**" in shown(cy)  # ann's skipped task, free for others
+
+
+@pytest.fixture
+def tags(db, data_dir, monkeypatch):
+    """A multi-label project (tags a, b, c) and a promoted model unsure about two items."""
+    monkeypatch.setenv("GROUNDWORK_DATA", str(data_dir))
+    monkeypatch.setenv("GROUNDWORK_DEMO", "0")
+    project = create_project(db, "tags", "text", task="multi-label", classes=["a", "b", "c"])
+    with db.atomic():
+        add_items(db, project, [{"key": str(i), "content": f"note number {i}",
+                                 "sha256": str(i)} for i in range(3)])
+        mv = db["model_versions"].insert({
+            "project_id": project.id, "version": 1, "created_at": "now", "status": "promoted",
+            "estimator": "logreg", "metric_name": "f1_macro", "train_size": 0,
+            "snapshot_hash": "-", "artifact_path": "-", "artifact_sha256": "-",
+            "classes": '["a", "b", "c"]'}).last_pk
+    store_predictions(db, mv, [1, 2, 3], ["a", "b", "c"],
+                      np.array([[0.9, 0.6, 0.1], [0.2, 0.95, 0.55], [0.99, 0.01, 0.02]]),
+                      multi_label=True)
+    save_workflow(db, project, "unsure", {"confidence_below": 0.5})
+    assert run_workflow(db, project, "unsure") == 2  # items 1 (b at 0.6) and 2 (c at 0.55)
+    return db, project
+
+
+def test_multi_label_review_toggles_tags_and_enter_submits_the_set(tags):
+    """1..9 toggle tags, Enter submits the toggled set; with nothing toggled Enter accepts
+    the model's predicted set; the answers are curated multi-label review labels."""
+    db, project = tags
+    at = page("review/pages/review_tasks.py", "tags")
+    assert not at.exception
+    assert any(m.value.startswith("Model says **b, c** with confidence **0.10**")
+               for m in at.markdown)  # item 2: c at 0.55 is the least sure decision
+    assert any(c.value == "Top 3: b 0.95 · c 0.55 · a 0.20" for c in at.caption)
+    assert button(at, "accept").label == "Accept b, c"
+    button(at, "fix-0").click().run()  # a on
+    button(at, "fix-2").click().run()  # c on
+    button(at, "fix-2").click().run()  # c off again
+    assert button(at, "fix-0").proto.type == "primary"
+    assert button(at, "accept").label == "Submit a"
+    button(at, "fix-1").click().run()
+    assert button(at, "accept").label == "Submit a, b"
+    assert any("selected: a, b" in c.value for c in at.caption)
+    button(at, "accept").click().run()
+    assert not at.exception
+    first = db.execute("SELECT a.labels, a.source, a.user FROM review_tasks t JOIN annotations "
+                       "a ON a.id = t.annotation_id WHERE t.item_id = 2").fetchall()
+    assert first == [('["a", "b"]', "review", "ann")]
+    # auto-advance to item 1; nothing is toggled for it, so Enter accepts the predicted set
+    assert any(m.value.startswith("Model says **a, b** with confidence **0.20**")
+               for m in at.markdown)
+    assert button(at, "accept").label == "Accept a, b"
+    assert button(at, "fix-0").proto.type == "secondary"
+    button(at, "accept").click().run()
+    second = db.execute("SELECT a.labels FROM review_tasks t JOIN annotations a "
+                        "ON a.id = t.annotation_id WHERE t.item_id = 1").fetchall()
+    assert second == [('["a", "b"]',)]
+    labels = current_labels(db, project, curated_only=True).set_index("item_id")["labels"]
+    assert labels.to_dict() == {1: ["a", "b"], 2: ["a", "b"]}
+
+
+def test_the_workflows_page_checks_a_multi_label_project_for_label_issues(tags):
+    db, project = tags
+    at = page("review/pages/workflows.py", "tags")
+    assert not at.exception
+    assert not any("single-label" in c.value for c in at.caption)
+    button(at, "check-labels").click().run()  # no labels yet: the check says what it needs
+    assert any("at least 2 items have and 2 items lack" in e.value for e in at.error)

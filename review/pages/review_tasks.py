@@ -2,7 +2,9 @@
 
 Enter accepts the model's prediction (or, for a suspected label error, the
 suggested label), 1..9 picks another class, K keeps a given label, S skips,
-U undoes. The task on screen is claimed for the reviewer (`claim_tasks`), so
+U undoes. In a multi-label project, as on the Label page, 1..9 toggle tags
+and Enter submits the toggled set (with none toggled it accepts the
+predicted set). The task on screen is claimed for the reviewer (`claim_tasks`), so
 two reviewers are never shown the same task; a skip frees it for others, and
 skipped tasks come back once nothing else is left. Below: the model's
 accuracy on reviewed items with Wilson intervals, the human-loop export, and
@@ -131,6 +133,25 @@ def _answer(project: Project, task_id: int, labels: list[str]) -> None:
     st.session_state["review-message"] = f"Saved {', '.join(labels)} for task {task_id}"
 
 
+def _toggle(project: Project, task_id: int, label: str) -> None:
+    """Multi-label: a digit toggles a tag of the task on screen (a late press is dropped)."""
+    state = _state(project)
+    if state["task"] != task_id:
+        return
+    selected = state.setdefault("selected", [])
+    if label in selected:
+        selected.remove(label)
+    else:
+        selected.append(label)
+
+
+def _submit(project: Project, task_id: int, predicted: list[str]) -> None:
+    """Multi-label Enter: the toggled tags, or the predicted set when none are toggled."""
+    state = _state(project)
+    chosen = [c for c in project.classes if c in state.get("selected", [])]
+    _answer(project, task_id, chosen or predicted)
+
+
 def _skip(project: Project, task_id: int) -> None:
     """Not answered: the task goes back to the others now, and to this reviewer later."""
     state = _state(project)
@@ -226,12 +247,24 @@ def review_loop() -> None:
     _why(task)
     predicted = task["predicted"]
     label_check = bool(task.get("given"))
+    if state.get("selected_for") != task["id"]:  # a new task on screen: nothing toggled yet
+        state["selected"], state["selected_for"] = [], task["id"]
+    selected = [c for c in project.classes if c in state["selected"]]
     with st.container(horizontal=True, key="review-actions"):
         accept = "Accept suggestion" if label_check else "Accept"
-        st.button(
-            f"{accept} {', '.join(predicted)}", key="accept", shortcut="Enter", type="primary",
-            on_click=_answer, args=(project, task["id"], predicted), disabled=not predicted,
-        )
+        if project.multi_label:
+            st.button(
+                f"Submit {', '.join(selected)}" if selected else
+                f"{accept} {', '.join(predicted) or '(no tags)'}",
+                key="accept", shortcut="Enter", type="primary", on_click=_submit,
+                args=(project, task["id"], predicted), disabled=not (selected or predicted),
+            )
+        else:
+            st.button(
+                f"{accept} {', '.join(predicted)}", key="accept", shortcut="Enter",
+                type="primary", on_click=_answer, args=(project, task["id"], predicted),
+                disabled=not predicted,
+            )
         if label_check:
             st.button(f"Keep {', '.join(task['given'])}", key="keep-given", shortcut="K",
                       on_click=_answer, args=(project, task["id"], task["given"]))
@@ -239,11 +272,20 @@ def review_loop() -> None:
                   args=(project, task["id"]))
         st.button("Undo", key="review-undo", shortcut="U", on_click=_undo, args=(project,),
                   disabled=not state["history"])
-    st.caption("Or correct it:")
+    if project.multi_label:
+        st.caption("Or correct it: toggle tags with 1..9, then Enter submits them"
+                   + (f" (selected: {_names(selected)})" if selected else ""))
+    else:
+        st.caption("Or correct it:")
     with st.container(horizontal=True, key="review-classes"):
         for i, label in enumerate(project.classes):
-            st.button(label, key=f"fix-{i}", shortcut=shortcut_for(i), on_click=_answer,
-                      args=(project, task["id"], [label]))
+            if project.multi_label:
+                st.button(label, key=f"fix-{i}", shortcut=shortcut_for(i),
+                          type="primary" if label in selected else "secondary",
+                          on_click=_toggle, args=(project, task["id"], label))
+            else:
+                st.button(label, key=f"fix-{i}", shortcut=shortcut_for(i), on_click=_answer,
+                          args=(project, task["id"], [label]))
     if message := st.session_state.get("review-message"):
         st.caption(message)
 

@@ -302,45 +302,44 @@ st.divider()
 st.subheader("Label issues")
 st.caption("Out-of-fold predictions of a few model families over the project's curated "
            "labels, ranked by cleanlab's confident learning: labels that are probably wrong, "
-           "most likely first.")
-if not project.multi_label:
-    if st.button("Check labels for errors", key="check-labels"):
-        try:
-            require(current_account(db), "manage_review", project)  # roles (issue 6)
-            with st.spinner("Fitting models out of fold..."):
-                check_labels(db, project)
-        except GroundworkError as exc:
-            st.error(str(exc))
-    check = last_check(db, project)
-    if check:
-        st.caption(f"Last check {check['checked_at'][:16].replace('T', ' ')} UTC over "
-                   f"{check['checked']} labels: {check['issues']} suspected errors · "
-                   f"{literal_markdown(check['method'])}.")
-        issues = label_issues(db, project, refresh=False)
-        if issues:
-            st.dataframe(pd.DataFrame([{
-                "key": i["key"], "given": ", ".join(i["given"]),
-                "suggested": ", ".join(i["suggested"]), "likely wrong": i["score"],
-                "given by": ", ".join(i["users"])} for i in issues]),
-                hide_index=True, width="stretch", key="issues-table",
-                column_config={"likely wrong": st.column_config.NumberColumn(format="%.2f")})
-            target = st.text_input("Route them to workflow", value="label errors",
-                                   key="route-name").strip()
-            if st.button("Route to review", key="route-issues", disabled=not target):
-                try:
-                    require(current_account(db), "manage_review", project)  # roles
-                    if find_workflow(db, project, target) is None:
-                        save_workflow(db, project, target, {"label_error": True},
-                                      source="labels")
-                    opened = run_workflow(db, project, target)
-                    st.success(f"Opened {opened} review tasks in workflow {target}: "
-                               "review them on the Review page.")
-                except GroundworkError as exc:
-                    st.error(str(exc))
-    rates = [r for r in annotator_error_rates(db, project) if r["reviewed"]]
-    if rates:
-        st.caption("Confirmed errors per annotator (reviewed label issues whose label a "
-                   "reviewer changed):")
-        st.dataframe(pd.DataFrame(rates), hide_index=True, width="stretch")
-else:
-    st.caption("Label-issue detection works on single-label projects.")
+           "most likely first (in a multi-label project, tag by tag: the suggestion is the "
+           "set the model gives p ≥ 0.5).")
+if st.button("Check labels for errors", key="check-labels"):
+    try:
+        require(current_account(db), "manage_review", project)  # roles (issue 6)
+        with st.spinner("Fitting models out of fold..."):
+            check_labels(db, project)
+    except GroundworkError as exc:
+        st.error(str(exc))
+check = last_check(db, project)
+if check:
+    st.caption(f"Last check {check['checked_at'][:16].replace('T', ' ')} UTC over "
+               f"{check['checked']} labels: {check['issues']} suspected errors · "
+               f"{literal_markdown(check['method'])}.")
+    issues = label_issues(db, project, refresh=False)
+    if issues:
+        st.dataframe(pd.DataFrame([{
+            "key": i["key"], "given": ", ".join(i["given"]),
+            "suggested": ", ".join(i["suggested"]), "likely wrong": i["score"],
+            "given by": ", ".join(i["users"])} for i in issues]),
+            hide_index=True, width="stretch", key="issues-table",
+            column_config={"likely wrong": st.column_config.NumberColumn(format="%.2f")})
+        target = st.text_input("Route them to workflow", value="label errors",
+                               key="route-name").strip()
+        if st.button("Route to review", key="route-issues", disabled=not target):
+            try:
+                require(current_account(db), "manage_review", project)  # roles
+                if find_workflow(db, project, target) is None:
+                    save_workflow(db, project, target, {"label_error": True},
+                                  source="labels")
+                opened = run_workflow(db, project, target)
+                st.success(f"Opened {opened} review tasks in workflow {target}: "
+                           "review them on the Review page.")
+            except GroundworkError as exc:
+                st.error(str(exc))
+rates = [r for r in annotator_error_rates(db, project) if r["reviewed"]]
+if rates:
+    st.caption("Confirmed errors per annotator (reviewed label issues whose label a "
+               "reviewer changed):")
+    st.dataframe(pd.DataFrame(rates), hide_index=True, width="stretch")
+
