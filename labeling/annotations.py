@@ -318,18 +318,26 @@ def _consolidated(answers: pd.DataFrame, wanted: int, regression: bool = False
 
 
 def labels_per_hour(db: sqlite_utils.Database, project: Project) -> pd.DataFrame:
-    """Human throughput per person from the recorded time per answer."""
+    """Human throughput per person, from the answers whose time was recorded.
+
+    Only the Label and Review pages time an answer (item shown to answer saved);
+    CLI answers, changes made from the history and older rows have no
+    duration. Counting those answers while summing only the recorded times
+    made the rate look faster than anyone works, so `answers` and `ms` cover
+    timed answers alone and `untimed` says how many were left out.
+    """
     frame = pd.DataFrame(
         db.query(
             """
-            SELECT user, count(*) AS answers, sum(duration_ms) AS ms
+            SELECT user, count(duration_ms) AS answers, sum(duration_ms) AS ms,
+                   count(*) - count(duration_ms) AS untimed
             FROM annotations
             WHERE project_id = ? AND source IN ('human', 'review') AND retracted_at IS NULL
-            GROUP BY user ORDER BY answers DESC
+            GROUP BY user ORDER BY answers DESC, user
             """,
             [project.id],
         ),
-        columns=["user", "answers", "ms"],
+        columns=["user", "answers", "ms", "untimed"],
     )
     frame["labels_per_hour"] = (
         frame["answers"] * 3_600_000 / frame["ms"].where(frame["ms"] > 0)

@@ -149,3 +149,22 @@ def test_labels_per_hour_comes_from_the_recorded_time_per_answer(db, project):
     assert set(pace.index) == {"ann", "bob"}  # machine labels are not anybody's pace
     assert pace.loc["ann", "labels_per_hour"] == pytest.approx(2 * 3600 / 6)
     assert pace.loc["bob", "labels_per_hour"] == pytest.approx(3600)
+
+
+def test_answers_without_a_recorded_time_do_not_inflate_labels_per_hour(db, project):
+    """CLI answers and history edits have no duration: counting them against only the timed
+    answers' milliseconds made ann look four times as fast as she is."""
+    from automl.savings import team_pace
+    from labeling.annotations import labels_per_hour
+
+    record_annotation(db, project, 1, "ham", user="ann", duration_ms=3000)
+    record_annotation(db, project, 2, "ham", user="ann", duration_ms=3000)
+    for item_id in (3, 4, 5, 6, 7, 8):  # `groundwork label`: no duration
+        record_annotation(db, project, item_id, "spam", user="ann")
+    record_annotation(db, project, 9, "spam", user="cli")  # only untimed answers
+    pace = labels_per_hour(db, project).set_index("user")
+    assert pace.loc["ann", "answers"] == 2 and pace.loc["ann", "untimed"] == 6
+    assert pace.loc["ann", "labels_per_hour"] == pytest.approx(1200)  # 3 s each
+    assert pace.loc["cli", "answers"] == 0 and pace.loc["cli", "untimed"] == 1
+    assert np.isnan(pace.loc["cli", "labels_per_hour"])  # no pace from no measurement
+    assert team_pace(db, project) == pytest.approx(1200)

@@ -418,6 +418,10 @@ with st.expander("Pace: labels per hour, per person"):
     if pace.empty:
         st.caption("No answers yet.")
     else:
-        st.caption("From the time each answer took (item shown to answer saved).")
-        st.dataframe(pace.rename(columns={"ms": "total ms"}), hide_index=True,
-                     key="pace-table")
+        untimed = int(pace["untimed"].sum())
+        st.caption("From the time each answer took (item shown to answer saved)."
+                   + (f" {untimed} answer{'s' if untimed != 1 else ''} without a recorded "
+                      "time (given from the CLI or changed from the history) "
+                      f"{'are' if untimed != 1 else 'is'} left out." if untimed else ""))
+        st.dataframe(pace.rename(columns={"ms": "total ms", "untimed": "left out (no time)"}),
+                     hide_index=True, key="pace-table")
