@@ -46,6 +46,7 @@ def _project(db, name: str):
 def cmd_import(args: argparse.Namespace) -> int:
     from labeling.importers import import_source
 
+    instructions = _instructions_arg(args)  # a bad --instructions-file fails before the import
     db = _open(args)
     classes = [c for c in args.classes.split(",")] if args.classes else None
     report = import_source(
@@ -65,6 +66,11 @@ def cmd_import(args: argparse.Namespace) -> int:
         strict=args.strict,
     )
     result = report.to_dict()
+    if instructions is not None:
+        from labeling.projects import get_project, set_instructions
+
+        result["instructions"] = set_instructions(
+            db, get_project(db, report.project), instructions).instructions
     if args.no_seed:
         from labeling.projects import get_project
         from labeling.store import set_setting
@@ -811,11 +817,28 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_settings(args: argparse.Namespace) -> int:
-    from labeling.projects import set_annotations_per_item, set_refit_every, set_strategy
+def _instructions_arg(args: argparse.Namespace) -> str | None:
+    """`--instructions TEXT` or `--instructions-file PATH` (Markdown), or None when neither."""
+    if getattr(args, "instructions_file", None):
+        from labeling.projects import read_instructions_file
 
+        return read_instructions_file(args.instructions_file)
+    return getattr(args, "instructions", None)
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from labeling.projects import (
+        set_annotations_per_item,
+        set_instructions,
+        set_refit_every,
+        set_strategy,
+    )
+
+    instructions = _instructions_arg(args)
     db = _open(args)
     project = _project(db, args.project)
+    if instructions is not None:
+        project = set_instructions(db, project, instructions)
     if args.annotations_per_item is not None:
         project = set_annotations_per_item(db, project, args.annotations_per_item)
     if args.strategy is not None:
@@ -824,13 +847,15 @@ def cmd_settings(args: argparse.Namespace) -> int:
         project = set_refit_every(db, project, args.refit_every)
     result = {"project": project.name, "annotations_per_item": project.annotations_per_item,
               "strategy": project.strategy, "refit_every": project.refit_every,
-              "classes": project.classes, "modality": project.modality, "task": project.task}
+              "classes": project.classes, "modality": project.modality, "task": project.task,
+              "instructions": project.instructions}
     if args.json:
         _print_json(result)
     else:
         print(f"{project.name}: {project.annotations_per_item} answer(s) wanted per item; "
               f"queue strategy {project.strategy}; quick refit every "
-              f"{project.refit_every or 'never (off)'} labels")
+              f"{project.refit_every or 'never (off)'} labels; instructions: "
+              + (f"{len(project.instructions)} characters" if project.instructions else "none"))
     return 0
 
 
@@ -1038,6 +1063,16 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def _instruction_flags(p: argparse.ArgumentParser) -> None:
+    """The project's instructions for annotators, inline or from a Markdown file."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--instructions", metavar="TEXT",
+                       help="instructions annotators read above each item (Markdown; HTML "
+                       "is shown as text); an empty string clears them")
+    group.add_argument("--instructions-file", metavar="PATH",
+                       help="the instructions from a UTF-8 Markdown file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
@@ -1082,6 +1117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="fail instead of skipping bad files")
     p.add_argument("--no-seed", action="store_true",
                    help="keep the random queue order (no k-means cold-start seed)")
+    _instruction_flags(p)
 
     add("projects", cmd_projects, "list projects")
 
@@ -1318,6 +1354,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="query strategy that orders the live queue")
     p.add_argument("--refit-every", type=int,
                    help="refit the quick queue model after this many new labels (0: off)")
+    _instruction_flags(p)
 
     p = add("refit", cmd_refit,
             "refit the quick queue model now and re-score the pool with the project's strategy")

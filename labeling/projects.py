@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlite_utils
 
@@ -201,10 +202,55 @@ def set_refit_every(db: sqlite_utils.Database, project: Project, n: int) -> Proj
     return get_project(db, project.id)
 
 
-def set_instructions(db: sqlite_utils.Database, project: Project, text: str) -> Project:
+# Instructions are drawn on every run of the Label page: a book-length text is a mistake
+# (a wrong file), not guidance anyone reads before each item.
+MAX_INSTRUCTIONS_CHARS = 100_000
+
+
+def set_instructions(db: sqlite_utils.Database, project: Project, text: str | None) -> Project:
+    """What annotators read above each item (Markdown; pages never render its HTML).
+
+    Stored as given (only trailing whitespace trimmed) so the Markdown a
+    person wrote is the Markdown shown; empty clears them.
+    """
+    text = (text or "").rstrip()
+    if len(text) > MAX_INSTRUCTIONS_CHARS:
+        raise GroundworkError(
+            f"instructions are {len(text):,} characters, more than {MAX_INSTRUCTIONS_CHARS:,}: "
+            "keep them to what an annotator reads before labeling (link to longer guides)")
     with db.atomic():
-        db["projects"].update(project.id, {"instructions": text or ""})
+        db["projects"].update(project.id, {"instructions": text})
     return get_project(db, project.id)
+
+
+def read_instructions_file(path: str | Path) -> str:
+    """Instructions from a Markdown file, refused whole (with why) if it cannot be read as text.
+
+    Read before anything is changed, so `groundwork import --instructions-file`
+    with a wrong path fails before the import lands.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise GroundworkError(f"instructions file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise GroundworkError(f"instructions file {str(path)!r} is a folder, not a file"
+                              ) from None
+    except OSError as exc:
+        raise GroundworkError(f"cannot read instructions file {str(path)!r}: "
+                              f"{exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise GroundworkError(
+            f"instructions file {path.name!r} is not UTF-8 text (byte {exc.start}): save it as "
+            "UTF-8") from None
+    if len(text) > MAX_INSTRUCTIONS_CHARS:
+        raise GroundworkError(
+            f"instructions file {path.name!r} holds {len(text):,} characters, more than "
+            f"{MAX_INSTRUCTIONS_CHARS:,}: keep them to what an annotator reads before labeling")
+    return text
 
 
 def project_counts(db: sqlite_utils.Database, project: Project) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Projects page: what exists, and importing data into a new or existing project."""
+"""Projects page: what exists, importing data, and the instructions annotators read."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import streamlit as st
 from labeling.errors import GroundworkError
 from labeling.importers import import_source
 from labeling.pages.common import current_account, get_db, require
-from labeling.projects import list_projects, project_counts
+from labeling.projects import find_project, list_projects, project_counts, set_instructions
+from labeling.users import allowed
 
 db = get_db()
 st.title("Projects")
@@ -118,3 +119,38 @@ if report := st.session_state.get("last_import"):
     if report["skipped"]:
         st.warning("Skipped files:")
         st.dataframe(pd.DataFrame(report["skipped"]), hide_index=True)
+
+
+def _instructions_editor() -> None:
+    """Admins write the instructions of the project picked in the sidebar (Markdown).
+
+    The preview is drawn the way the Label page draws them: `st.markdown`
+    without HTML, so markup someone pastes stays text. Only who may change a
+    project's settings sees the editor, and saving checks the role again.
+    """
+    name = st.session_state.get("project_name")
+    project = find_project(db, name) if name else None
+    if project is None or not allowed(current_account(db), "settings", project):
+        return
+    st.subheader(f"Instructions for {project.name}")
+    st.caption("What annotators read above each item on the Label page (Markdown; HTML is "
+               "shown as text). Pick another project in the sidebar to edit its instructions.")
+    with st.form(f"instructions-form-{project.id}", border=False):
+        text = st.text_area("Instructions (Markdown)", value=project.instructions, height=160,
+                            key=f"instructions-{project.id}")
+        saved = st.form_submit_button("Save instructions", key="instructions-save")
+    if saved:
+        try:
+            require(current_account(db), "settings", project)  # roles (issue 6)
+            project = set_instructions(db, project, text)
+        except GroundworkError as exc:
+            st.error(f"Instructions not saved: {exc}")
+        else:
+            st.success("Instructions saved." if project.instructions else
+                       "Instructions cleared.")
+    if project.instructions:
+        with st.expander("As annotators see them", expanded=False):
+            st.markdown(project.instructions)
+
+
+_instructions_editor()
