@@ -317,6 +317,27 @@ def _consolidated(answers: pd.DataFrame, wanted: int, regression: bool = False
     return pd.concat([keep, rows], ignore_index=True)
 
 
+def answer_progress(db: sqlite_utils.Database, project: Project) -> dict[str, int]:
+    """How far a project that wants k answers per item is: answers given of answers wanted.
+
+    With k > 1 an item answered once is not done (it is not consolidated, so it
+    does not train anything), so progress counts each item's answers up to k
+    against items x k. `waiting` counts items answered by some but fewer than k
+    people (and not machine-labeled): what a person who answered everything
+    they may is still waiting on from others.
+    """
+    wanted = project.annotations_per_item
+    items, answers, complete, waiting = db.execute(
+        "SELECT count(*), coalesce(sum(min(n_labels, ?)), 0), coalesce(sum(n_labels >= ?), 0), "
+        "coalesce(sum(n_labels > 0 AND n_labels < ? AND n_auto = 0), 0) "
+        "FROM items WHERE project_id = ?",
+        [wanted, wanted, wanted, project.id],
+    ).fetchone()
+    return {"items": int(items), "wanted": wanted, "answers": int(answers),
+            "answers_wanted": int(items) * wanted, "complete": int(complete),
+            "waiting": int(waiting)}
+
+
 def labels_per_hour(db: sqlite_utils.Database, project: Project) -> pd.DataFrame:
     """Human throughput per person, from the answers whose time was recorded.
 

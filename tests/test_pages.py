@@ -229,3 +229,28 @@ def test_the_label_page_leases_its_item_and_a_reload_shows_it_again(store):
     assert at.text[0].value == db["items"].get(held[0]["id"])["content"]
     button(at, "cls-0").click().run()  # answered; the rest is still held by ann and bob
     assert "being labeled by others" in at.info[0].value
+
+
+def test_with_two_answers_wanted_the_first_annotator_is_told_items_wait_for_others(store):
+    """Issue 3: after ann answered every item of a project wanting two answers, she was told
+    "Every item has a label... Train a model" while each item still waited for a second
+    person, and the bar counted items answered once as done."""
+    db, project = store
+    from labeling.projects import set_annotations_per_item
+
+    set_annotations_per_item(db, project, 2)
+    at = page("labeling/pages/label.py", user="ann")
+    assert at.get("progress")[0].proto.text == "0 of 12 answers (0 of 6 items have all 2)"
+    for _ in range(6):
+        button(at, "cls-0").click().run()
+    assert not at.exception and not at.success
+    bar = at.get("progress")[0].proto
+    assert bar.text == "6 of 12 answers (0 of 6 items have all 2)" and bar.value == 50
+    assert at.info[0].value.startswith("You have answered every item you can. 6 items wait "
+                                       "for answers from other annotators")
+    bob = page("labeling/pages/label.py", user="bob")
+    for _ in range(6):
+        button(bob, "cls-0").click().run()
+    assert bob.get("progress")[0].proto.text == "12 of 12 answers (6 of 6 items have all 2)"
+    assert bob.success[0].value.startswith("Every item has a label")
+    assert not bob.info

@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from labeling.annotations import (
+    answer_progress,
     labels_per_hour,
     recent_annotations,
     record_annotation,
@@ -311,14 +312,33 @@ def _show_history(project: Project, state: dict) -> None:
     _buttons(project, state, None, item_id)
 
 
+def _progress(project: Project) -> int:
+    """The progress bar; returns how many items wait for other annotators' answers.
+
+    With one answer wanted per item: items labeled, from indexes only (the
+    click path). With k > 1: answers given of items x k, since an item one
+    person answered is not done until k people have.
+    """
+    if project.annotations_per_item <= 1:
+        counts = labeling_progress(db, project)
+        st.progress(
+            counts["labeled"] / counts["items"] if counts["items"] else 0.0,
+            text=f"{counts['labeled']} of {counts['items']} items labeled",
+        )
+        return 0
+    counts = answer_progress(db, project)
+    st.progress(
+        counts["answers"] / counts["answers_wanted"] if counts["answers_wanted"] else 0.0,
+        text=f"{counts['answers']} of {counts['answers_wanted']} answers ({counts['complete']} "
+             f"of {counts['items']} items have all {counts['wanted']})",
+    )
+    return counts["waiting"]
+
+
 @st.fragment
 def labeling_loop() -> None:
     state = _state(project)
-    counts = labeling_progress(db, project)
-    st.progress(
-        counts["labeled"] / counts["items"] if counts["items"] else 0.0,
-        text=f"{counts['labeled']} of {counts['items']} items labeled",
-    )
+    waiting = _progress(project)
     if state.get("cursor") is not None and state["cursor"] < len(state["history"]):
         _show_history(project, state)
         return
@@ -346,6 +366,19 @@ def labeling_loop() -> None:
         # Open items remain, but each is leased to other annotators right now.
         st.info("All remaining items are being labeled by others; try again in a minute.")
         st.button("Try again", key="retry", icon=":material/refresh:")  # a rerun asks again
+        if state["history"]:
+            st.button("Back", key="back", shortcut="Left", on_click=_back, args=(project,))
+        return
+    if state["current"] is None and waiting:
+        # This person answered every item they may; others still owe answers (issue 3).
+        people = project.annotations_per_item
+        st.info(
+            f"You have answered every item you can. {waiting} "
+            f"{'item waits' if waiting == 1 else 'items wait'} for answers from other "
+            f"annotators (each item goes to {people} different people, and their answers are "
+            "consolidated once it has them): nothing to train on from "
+            f"{'it' if waiting == 1 else 'them'} until then."
+        )
         if state["history"]:
             st.button("Back", key="back", shortcut="Left", on_click=_back, args=(project,))
         return

@@ -1,4 +1,8 @@
-"""Two annotators on one project that wants two answers per item: the hand-off, in Chromium."""
+"""Two annotators on one project that wants two answers per item: the hand-off, in Chromium.
+
+The first to finish is told the items wait for the other annotator (not "every item has a
+label": nothing is consolidated yet), and the bar counts answers of the answers wanted.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,12 @@ from tests.browser.conftest import AppServer, press_key
 pytestmark = pytest.mark.browser
 
 
-def label_everything(page, url: str, user: str, expected: int) -> None:
+WAITING = re.compile(r"^You have answered every item you can\. 3 items wait for answers "
+                     r"from other annotators")
+DONE = re.compile("^Every item has a label")
+
+
+def label_everything(page, url: str, user: str, expected: int, end: re.Pattern) -> None:
     page.goto(f"{url}/label?project=claims")
     name = page.get_by_label("You are")
     name.fill(user)
@@ -26,12 +35,10 @@ def label_everything(page, url: str, user: str, expected: int) -> None:
         text = page.get_by_test_id("stText").first
         expect(text).to_be_visible()
         shown = text.inner_text()
-        page.evaluate("document.activeElement && document.activeElement.blur()")
-        page.locator('[data-test-script-state="notRunning"]').wait_for()
         press_key(page, "1")
-        expect(page.get_by_test_id("stText").first.or_(
-            page.get_by_text(re.compile("^Every item has a label")))).not_to_have_text(shown)
-    expect(page.get_by_text(re.compile("^Every item has a label"))).to_be_visible()
+        expect(page.get_by_test_id("stText").first.or_(page.get_by_text(end))
+               ).not_to_have_text(shown)
+    expect(page.get_by_text(end)).to_be_visible()
 
 
 def test_each_item_goes_to_two_different_people(browser, tmp_path):
@@ -45,10 +52,16 @@ def test_each_item_goes_to_two_different_people(browser, tmp_path):
     db.conn.close()
     server = AppServer(data)
     try:
-        for user in ("ann", "bob"):
+        for user, end, progress in (
+                ("ann", WAITING, "3 of 6 answers (0 of 3 items have all 2)"),
+                ("bob", DONE, "6 of 6 answers (3 of 3 items have all 2)")):
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             context.set_default_timeout(30_000)
-            label_everything(context.new_page(), server.url, user, expected=3)
+            page = context.new_page()
+            label_everything(page, server.url, user, expected=3, end=end)
+            expect(page.get_by_text(progress)).to_be_visible()
+            if user == "ann":  # nothing is finished yet: no "train a model" hint
+                expect(page.get_by_text(DONE)).to_have_count(0)
             context.close()
         with sqlite3.connect(data / "groundwork.db") as conn:
             rows = conn.execute("SELECT item_id, group_concat(user) FROM annotations "
