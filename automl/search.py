@@ -88,6 +88,10 @@ FAMILY_DEFAULTS = [
      "hgb_iter": 100, "hgb_balanced": True, "unless": "lightgbm"},
 ]
 
+# A candidate's fit may raise anything (LightGBM has its own error class): its trial fails
+# with the reason recorded and the search goes on. KeyboardInterrupt still stops it.
+CAUGHT = (Exception,)
+
 # Failed and pruned trials are recorded on the study; they are not console noise.
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -649,6 +653,18 @@ class SearchProblem:
             # A first fold is only started if a fold of this family (or, for a family
             # not seen yet, the slowest fold so far) still ends in time.
             first = _expected_fold_seconds(trial.study, params["model"]) if refit_factor else 0.0
+            try:
+                return body(trial, params, stop_at, first)
+            except optuna.TrialPruned:
+                raise
+            except Exception as exc:
+                # Optuna 5 records no reason for a failed trial: keep it where the
+                # leaderboard reads it, then let the trial fail (run_search catches it).
+                message = " ".join(str(exc).split()) or "no message"
+                trial.set_user_attr("fail_reason", f"{type(exc).__name__}: {message}"[:300])
+                raise
+
+        def body(trial: optuna.Trial, params: dict, stop_at: float, first: float) -> float:
             fold_scores: list[float] = []
             fold_times: list[float] = []
             oof = np.zeros((len(self.y_train), k)) if k else None
@@ -824,8 +840,13 @@ def run_search(
     should_stop: Callable[[], bool] | None = None,
     refit_factor: float = 1.6,
     max_trials: int | None = None,
-) -> None:
+) -> str:
     """Run trials until the deadline, leaving room for the refit of the best one.
+
+    Returns why the search ended: "time budget", "max trials" or "cancelled".
+    A candidate whose fit raises (any exception: a library's own error class
+    as much as a ValueError) fails its trial with the reason recorded, and
+    the search goes on with the next one.
 
     The refit fits the best model once on all training labels: about the
     time of one of its folds times the data growth (1.5x with 3 folds),
@@ -835,32 +856,44 @@ def run_search(
     maximum number of candidates.
     """
 
+    stopped_by: list[str] = []
+
+    def stop(why: str) -> None:
+        if not stopped_by:
+            stopped_by.append(why)
+        study.stop()
+
     def callback(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
         if on_trial is not None:
             on_trial(study)
         if should_stop is not None and should_stop():
-            study.stop()
+            stop("cancelled")
+        # Enqueued defaults wait as trials too: count the finished ones (as Optuna's
+        # MaxTrialsCallback does with these states).
+        if max_trials is not None and _ended(study) >= max_trials:
+            stop("max trials")
         if completed(study):
             refit = float(study.best_trial.user_attrs.get("fold_seconds", 0.0)) * refit_factor
             if time.time() + refit >= deadline:
-                study.stop()
+                stop("time budget")
 
     remaining = deadline - time.time()
     if remaining <= 0:
         if not completed(study):  # over budget before any model: fit the default one
-            study.optimize(problem.objective(deadline), n_trials=1,
-                           catch=(ValueError, MemoryError))
-        return
+            study.optimize(problem.objective(deadline), n_trials=1, catch=CAUGHT)
+        return "time budget"
     enqueue_defaults(study, problem.choices, problem.regression)
-    callbacks = [callback]
-    if max_trials is not None:  # enqueued defaults wait as trials too: count finished ones
-        ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                 optuna.trial.TrialState.FAIL)
-        if len(study.get_trials(deepcopy=False, states=ended)) >= max_trials:
-            return
-        callbacks.append(optuna.study.MaxTrialsCallback(max_trials, states=ended))
+    if max_trials is not None and _ended(study) >= max_trials:
+        return "max trials"
     study.optimize(problem.objective(deadline, refit_factor), timeout=remaining,
-                   callbacks=callbacks, catch=(ValueError, MemoryError))
+                   callbacks=[callback], catch=CAUGHT)
+    return stopped_by[0] if stopped_by else "time budget"  # Optuna's own timeout
+
+
+def _ended(study: optuna.Study) -> int:
+    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+             optuna.trial.TrialState.FAIL)
+    return len(study.get_trials(deepcopy=False, states=ended))
 
 
 # ---------------------------------------------------------------- what the user sees
@@ -884,6 +917,16 @@ def _fmt(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def fail_reason(trial: optuna.trial.FrozenTrial) -> str:
+    """Why a trial failed, as "<ExceptionType>: message" (the objective records it).
+
+    Optuna 5 no longer writes a `fail_reason` system attribute; a trial from
+    an older study may still carry one.
+    """
+    return (trial.user_attrs.get("fail_reason") or trial.system_attrs.get("fail_reason")
+            or "failed (no reason recorded)")
+
+
 def leaderboard(study: optuna.Study) -> list[dict]:
     """Every trial: model, key parameters, CV mean and spread, fit time, state and why."""
     rows = []
@@ -893,7 +936,7 @@ def leaderboard(study: optuna.Study) -> list[dict]:
         if t.state == optuna.trial.TrialState.PRUNED:
             reason = t.user_attrs.get("pruned_reason", "pruned")
         elif t.state == optuna.trial.TrialState.FAIL:
-            reason = t.system_attrs.get("fail_reason") or "failed"
+            reason = fail_reason(t)
         rows.append({
             "trial": t.number,
             "model": t.params.get("model"),

@@ -53,6 +53,7 @@ from automl.search import (
     choose_families,
     completed,
     create_study,
+    fail_reason,
     families,
     final_params,
     leaderboard,
@@ -395,7 +396,7 @@ def train_project(
     done = completed(study)
     if not done:
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
-        reason = failed[0].system_attrs.get("fail_reason", "") if failed else ""
+        reason = f"({fail_reason(failed[0])})" if failed else ""
         raise GroundworkError(f"no model could be fitted on these labels {reason}".strip())
     best = study.best_trial
     # search.py's tuned decision rule (threshold / class weights) rides along in the params.

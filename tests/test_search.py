@@ -198,3 +198,43 @@ def test_a_study_runs_every_default_and_the_leaderboard_shows_a_tuned_threshold(
                                                          "logistic_regression", "svm_rbf", "knn"]
     board = leaderboard(study)
     assert "threshold=" in board[1]["params"]
+
+
+@pytest.mark.filterwarnings("ignore:Fixed parameter lgbm_leaves:UserWarning")
+def test_a_candidate_that_raises_fails_its_trial_with_the_reason_and_the_search_goes_on(
+        imbalanced):
+    """LightGBM refuses one leaf with its own error class (not a ValueError): that trial
+    fails with the reason on the leaderboard, and the next candidate still runs."""
+    from automl.search import run_search
+
+    X_tr, _, y_tr, _ = imbalanced
+    choices = ["logistic_regression", "lightgbm"]
+    problem = SearchProblem(F_train=X_tr, y_train=y_tr, multi_label=False, choices=choices)
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({**FAMILY_DEFAULTS[0], "lgbm_leaves": 1})  # LightGBM needs two or more
+    study.enqueue_trial(DEFAULT_TRIAL)
+    stopped = run_search(problem, study, time.time() + 300, max_trials=2)
+    assert stopped == "max trials"
+    states = [t.state for t in study.trials[:2]]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
+    board = leaderboard(study)
+    assert board[0]["state"] == "fail" and board[0]["model"] == "lightgbm"
+    assert board[0]["reason"].startswith("LightGBMError: ")
+    assert "num_leaves" in board[0]["reason"]
+    assert board[1]["state"] == "complete" and board[1]["reason"] is None
+
+
+def test_a_passed_deadline_prunes_every_trial_after_the_first_with_its_reason(imbalanced):
+    """The deadline check inside a trial, without a clock race: with the deadline already
+    past, the study's first trial (the default) still ends with a model and every later one
+    is pruned before its first fold, saying why."""
+    X_tr, _, y_tr, _ = imbalanced
+    choices = ["logistic_regression", "knn", "random_forest"]
+    problem = SearchProblem(F_train=X_tr, y_train=y_tr, multi_label=False, choices=choices)
+    study = create_study(optuna.storages.InMemoryStorage(), "s", 0, {})
+    enqueue_defaults(study, choices)
+    study.optimize(problem.objective(time.time() - 1, refit_factor=1.6), n_trials=3)
+    board = leaderboard(study)
+    assert [r["state"] for r in board] == ["complete", "pruned", "pruned"]
+    assert [r["reason"] for r in board[1:]] == ["time budget reached"] * 2
+    assert all(r["fit_seconds"] is None for r in board[1:])  # no fold was started
