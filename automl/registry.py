@@ -2,7 +2,9 @@
 
 An artifact is written under `<data>/models/<project id>/v<N>.joblib` with
 its sha256 recorded in the store; loading checks the hash, so a model file
-changed or truncated behind our back is refused rather than silently used.
+changed or truncated behind our back is refused rather than silently used,
+and checks the path, so a row pointing outside the project's model folder is
+refused before anything is unpickled.
 """
 
 from __future__ import annotations
@@ -91,8 +93,28 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def artifact_file(db: sqlite_utils.Database, row: dict) -> Path:
+    """The artifact's file, which must lie in the project's own model folder.
+
+    Loading a joblib file runs code from it: a row edited to point elsewhere
+    (an absolute path, `../` out of the folder, a symlink leading out, or
+    another project's folder) is refused before the file is opened, whatever
+    its hash says.
+    """
+    folder = (data_dir_of(db) / "models" / str(int(row["project_id"]))).resolve()
+    stored = str(row.get("artifact_path") or "")
+    path = (data_dir_of(db) / stored).resolve()
+    if not stored or not path.is_relative_to(folder) or path == folder:
+        raise GroundworkError(
+            f"model artifact {stored!r} of v{row['version']} is outside the project's model "
+            f"folder (models/{row['project_id']}/): refusing to load it; retrain the project "
+            "(`groundwork train`) or restore the store from a backup")
+    return path
+
+
 def load_model(db: sqlite_utils.Database, row: dict) -> TrainedModel:
-    path = data_dir_of(db) / row["artifact_path"]
+    """The version's model, only from the project's own folder and only if its hash matches."""
+    path = artifact_file(db, row)
     if not path.is_file() or _sha256(path) != row["artifact_sha256"]:
         raise GroundworkError(
             f"model artifact {row['artifact_path']} of v{row['version']} was changed or is "

@@ -290,14 +290,28 @@ def feature_description(modality: str, embeddings: bool = False) -> str:
     return "imputed, scaled numbers and one-hot categories"
 
 
+# The libraries a saved model's behaviour depends on, by distribution name (as pip knows
+# them): the lineage a version records. Those not installed here are left out.
+LINEAGE_LIBRARIES = ("scikit-learn", "numpy", "pandas", "scipy", "optuna", "lightgbm",
+                     "xgboost", "pillow", "joblib")
+
+
 def library_versions(embeddings: bool = False) -> dict:
+    """Python and every installed library a model's artifact or its search depends on.
+
+    A pickled pipeline loads reliably only with the versions it was saved
+    with: recording LightGBM, XGBoost and Pillow (image features) too makes
+    a "why does v3 predict differently" question answerable.
+    """
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
-    import pandas
-    import sklearn
-
-    out = {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
-           "optuna": optuna.__version__, "numpy": np.__version__, "pandas": pandas.__version__}
+    out = {"python": platform.python_version()}
+    for name in LINEAGE_LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
     if embeddings:
         from automl.embeddings import package_version
 

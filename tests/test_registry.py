@@ -158,3 +158,52 @@ def test_data_report_blocks_a_class_with_one_example_before_any_job(gw, db, wine
     assert "training cannot start" in message and "barbera" in message
     assert "training cannot start" in gw.fails("train", "wine", "--background")
     assert db["model_versions"].count == 0 and db["jobs"].count == 0
+
+
+def test_library_versions_name_every_library_a_model_depends_on():
+    import importlib.util
+
+    from automl.training import library_versions
+
+    versions = library_versions()
+    for name in ("python", "scikit-learn", "numpy", "pandas", "optuna", "lightgbm", "pillow"):
+        assert versions.get(name), name
+    assert ("xgboost" in versions) == (importlib.util.find_spec("xgboost") is not None)
+
+
+def test_an_artifact_path_outside_the_projects_model_folder_is_refused(db, wine_csv, tmp_path):
+    """A row edited to point at another file is refused before anything is unpickled, even
+    when that file is a byte-for-byte copy of the model (its hash matches)."""
+    import shutil
+
+    from automl.predict import predict_file
+    from automl.registry import load_model
+
+    project, _ = labeled_wine(db, wine_csv)
+    train_project(db, project, budget=2, max_trials=1)
+    row = promoted_model(db, project)
+    assert load_model(db, row) is not None
+    original = db.data_dir / row["artifact_path"]
+    outside = tmp_path / "elsewhere" / "v1.joblib"
+    outside.parent.mkdir()
+    shutil.copy(original, outside)
+    beside = db.data_dir / "elsewhere.joblib"
+    shutil.copy(original, beside)
+    other = db.data_dir / "models" / str(project.id + 1) / "v1.joblib"
+    other.parent.mkdir()
+    shutil.copy(original, other)
+    for edited in (str(outside), f"models/{project.id}/../../elsewhere.joblib",
+                   f"models/{project.id + 1}/v1.joblib", f"models/{project.id}", ""):
+        with db.atomic():
+            db.execute("UPDATE model_versions SET artifact_path = ? WHERE id = ?",
+                       [edited, row["id"]])
+        edited_row = promoted_model(db, project)
+        with pytest.raises(GroundworkError, match="outside the project's model folder"):
+            load_model(db, edited_row)
+    with pytest.raises(GroundworkError, match="outside the project's model folder"):
+        predict_file(db, project, wine_csv, tmp_path / "p.csv")
+    # The path as it was written still loads, spelled with a harmless "./" too.
+    with db.atomic():
+        db.execute("UPDATE model_versions SET artifact_path = ? WHERE id = ?",
+                   [f"./models/{project.id}/v1.joblib", row["id"]])
+    assert load_model(db, promoted_model(db, project)).classes == project.classes
