@@ -31,13 +31,39 @@ def parse_labels(value: str | Iterable[str]) -> list[str]:
     return [p.strip() for p in (str(x) for x in parts) if p.strip()]
 
 
+# A multi-label answer that no tag applies: the Label page's "No tags apply" (key 0),
+# `groundwork label P ITEM "[]"`. Spelled out, so a blank cell or a forgotten argument
+# is still refused as "no label given" rather than recorded as a decision.
+NO_TAGS = "[]"
+
+
+def _no_tags(project: Project, labels: str | Iterable[str] | None) -> bool:
+    """True for an explicit empty set (`[]`, or the text "[]") in a multi-label project.
+
+    An empty set is an answer there: the model predicts it (no tag at p >= 0.5),
+    training encodes it (a row of zeros), consolidation and the label-issue
+    filter count it. A single-label item always has exactly one class.
+    """
+    if not project.multi_label or labels is None:
+        return False
+    if isinstance(labels, str):
+        return labels.strip() == NO_TAGS
+    return len(labels) == 0
+
+
 def validate_labels(project: Project, labels: str | Iterable[str]) -> list[str]:
     """Refuse what the project cannot hold, naming the classes it does have."""
     if project.regression:
         return [_number_answer(project, labels)]
+    if labels is not None and not isinstance(labels, str):
+        labels = list(labels)  # read once: it may be an iterator
+    if _no_tags(project, labels):
+        return []
     values = parse_labels(labels if labels is not None else [])
     if not values:
-        raise GroundworkError("no label given: pick one of " + ", ".join(project.classes))
+        raise GroundworkError(
+            "no label given: pick one of " + ", ".join(project.classes)
+            + (f" (or {NO_TAGS} for none of them)" if project.multi_label else ""))
 
     def shown(names: list[str]) -> str:  # one short line, however long or many the labels
         cut = [repr(n) if len(n) <= 60 else f"{n[:50]!r}... ({len(n)} chars)" for n in names]

@@ -168,3 +168,28 @@ def test_answers_without_a_recorded_time_do_not_inflate_labels_per_hour(db, proj
     assert pace.loc["cli", "answers"] == 0 and pace.loc["cli", "untimed"] == 1
     assert np.isnan(pace.loc["cli", "labels_per_hour"])  # no pace from no measurement
     assert team_pace(db, project) == pytest.approx(1200)
+
+
+def test_a_multi_label_answer_may_say_that_no_tag_applies(db):
+    """An empty set is an answer in a multi-label project (the model predicts it, training
+    encodes it as zeros), given explicitly: `[]` or "[]". A blank answer is still refused,
+    and a single-label item always has exactly one class."""
+    from labeling.annotations import validate_labels
+
+    tags = create_project(db, "tags", "text", task="multi-label", classes=["a", "b"])
+    with db.atomic():
+        add_items(db, tags, [{"key": str(i), "content": f"note {i}", "sha256": str(i)}
+                             for i in range(3)])
+    assert validate_labels(tags, []) == [] and validate_labels(tags, " [] ") == []
+    answer = record_annotation(db, tags, 1, "[]", user="ann", duration_ms=900)
+    assert db["annotations"].get(answer)["labels"] == "[]"
+    assert db["items"].get(1)["n_labels"] == 1  # answered: it leaves the queue
+    assert 1 not in [i["id"] for i in next_items(db, tags, n=10)]
+    assert current_labels(db, tags, curated_only=True)["labels"].tolist() == [[]]
+    for blank in ("", " , ", None):
+        with pytest.raises(GroundworkError, match=r"no label given: .* \(or \[\] for none"):
+            validate_labels(tags, blank)
+    single = create_project(db, "mail", "text", classes=["ham", "spam"])
+    for empty in ([], "[]"):
+        with pytest.raises(GroundworkError):
+            validate_labels(single, empty)

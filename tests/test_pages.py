@@ -254,3 +254,29 @@ def test_with_two_answers_wanted_the_first_annotator_is_told_items_wait_for_othe
     assert bob.get("progress")[0].proto.text == "12 of 12 answers (6 of 6 items have all 2)"
     assert bob.success[0].value.startswith("Every item has a label")
     assert not bob.info
+
+
+def test_multi_label_enter_accepts_an_empty_suggested_set_and_0_answers_no_tags(store):
+    """A model that gives no tag p >= 0.5 suggests the empty set: Enter accepts it ("Accept
+    no tags"), as it accepts any suggestion; "No tags apply" (key 0) answers it outright."""
+    db, _ = store
+    tags = create_project(db, "tags", "text", task="multi-label", classes=["a", "b", "c"])
+    with db.atomic():
+        add_items(db, tags, [{"key": f"t{i}", "content": f"note {i}", "sha256": f"t{i}"}
+                             for i in range(3)])
+    ids = [r[0] for r in db.execute("SELECT id FROM items WHERE project_id = ? ORDER BY id",
+                                    [tags.id])]
+    store_queue_scores(db, tags, ids[:2], [0, 1], [[], []], [0.6, 0.6], scorer="quick:4")
+    at = page("labeling/pages/label.py", project="tags")
+    assert any("suggests **(none)**" in c.value for c in at.caption)
+    submit = button(at, "submit")
+    assert submit.label == "Accept no tags" and not submit.disabled
+    assert submit.proto.shortcut.lower() == "enter"
+    submit.click().run()
+    assert any(c.value == "Saved no tags" for c in at.caption)
+    button(at, "none").click().run()
+    assert [json.loads(r[0]) for r in db.execute(
+        "SELECT labels FROM annotations WHERE project_id = ? ORDER BY id", [tags.id])] == [[], []]
+    assert button(at, "submit").label == "Submit" and button(at, "submit").disabled  # nothing
+    button(at, "cls-2").click().run()  # suggested, nothing toggled: nothing to submit yet
+    assert button(at, "submit").label == "Submit c"

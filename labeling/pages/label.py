@@ -1,5 +1,8 @@
 """Label page: one item at a time, keyboard first (1..9 classes, S skip, U undo).
 
+Multi-label: 1..9 toggle tags, Enter submits them (or accepts the suggested set),
+0 answers that no tag applies.
+
 The loop runs in a fragment so an answer re-renders only the item; the next
 item comes from `lease_next_items`: `next_items` (an indexed query over stored
 model scores) without the items other annotators hold, leased to this person
@@ -117,11 +120,13 @@ def _answer(project: Project, labels: list[str], item_id: int | None = None) -> 
     for, so a press that arrives after the page moved on is dropped, never given to the
     next item (issue 3)."""
     state = _state(project)
-    if state.get("cursor") is not None and labels:
+    if not labels and not project.multi_label:
+        return  # only a multi-label answer may be empty ("No tags apply")
+    if state.get("cursor") is not None:
         _change(project, labels, item_id)
         return
     current = state["current"]
-    if current is None or not labels:
+    if current is None:
         return
     if item_id is not None and item_id != current:
         return  # a stale key press for an item no longer on screen
@@ -133,7 +138,7 @@ def _answer(project: Project, labels: list[str], item_id: int | None = None) -> 
     )
     release_lease(db, project, current, user)  # answered: the item's lease is done (issue 6)
     state["history"] = (state["history"] + [(annotation_id, current)])[-10:]
-    state["message"] = f"Saved {', '.join(labels)}"
+    state["message"] = f"Saved {_names(labels)}"
     state["current"], state["selected"] = None, []
     answers_saved(db, project)
 
@@ -149,7 +154,7 @@ def _change(project: Project, labels: list[str], item_id: int | None = None) -> 
                                source="human", duration_ms=None)
     retract_annotation(db, project, old_id)
     state["history"][state["cursor"]] = (new_id, shown)
-    state["message"] = f"Changed to {', '.join(labels)}"
+    state["message"] = f"Changed to {_names(labels)}"
     state["selected"] = []
     answers_saved(db, project)
     _forward(project)
@@ -202,12 +207,31 @@ def _undo(project: Project) -> None:
     state["current"], state["selected"], state["shown_at"] = item_id, [], time.monotonic()
 
 
+def _submit(project: Project, item_id: int, suggested: list[str] | None) -> None:
+    """Multi-label Enter: the tags toggled when it is pressed, else the suggested set.
+
+    Read at press time (a toggle pressed just before Enter counts); with
+    nothing toggled and no suggestion there is nothing to submit, never an
+    empty answer nobody chose ("No tags apply" is its own key).
+    """
+    selected = [c for c in project.classes if c in _state(project)["selected"]]
+    if selected:
+        _answer(project, selected, item_id)
+    elif suggested is not None:
+        _answer(project, suggested, item_id)
+
+
 def _toggle(project: Project, label: str) -> None:
     selected = _state(project)["selected"]
     if label in selected:
         selected.remove(label)
     else:
         selected.append(label)
+
+
+def _names(labels: list[str]) -> str:
+    """An answer as a person reads it; an empty multi-label answer is "no tags"."""
+    return ", ".join(labels) if labels else "no tags"
 
 
 def _short(predicted: list[str]) -> str:
@@ -269,16 +293,21 @@ def _buttons(project: Project, state: dict, suggestion: dict | None, item_id: in
                     label, key=f"cls-{i}-{item_id}", shortcut=shortcut_for(i),
                     on_click=_answer, args=(project, [label], item_id),
                 )
+        if project.multi_label:  # an empty set is an answer too (labeling.annotations.NO_TAGS)
+            st.button("No tags apply", key=f"none-{item_id}", shortcut="0",
+                      on_click=_answer, args=(project, [], item_id))
     suggested = [c for c in (suggestion or {}).get("predicted", []) if c in project.classes]
     with st.container(horizontal=True, key="actions"):
         if project.multi_label:
-            # Enter submits the toggled classes, or accepts the suggestion if none are toggled.
+            # Enter submits the toggled tags, or accepts the suggested set if none are toggled
+            # (an empty suggestion too: the model gives no tag p >= 0.5).
+            selected = [c for c in project.classes if c in state["selected"]]
             st.button(
-                "Submit" if state["selected"] or not suggested else
-                f"Accept {', '.join(suggested)}",
+                f"Submit {', '.join(selected)}" if selected else
+                f"Accept {_names(suggested)}" if suggestion else "Submit",
                 key=f"submit-{item_id}", shortcut="Enter", type="primary",
-                on_click=lambda: _answer(project, list(state["selected"]) or suggested, item_id),
-                disabled=not (state["selected"] or suggested),
+                on_click=_submit, args=(project, item_id, suggested if suggestion else None),
+                disabled=not (selected or suggestion),
             )
         elif suggested and not project.regression:
             st.button(
@@ -305,7 +334,7 @@ def _show_history(project: Project, state: dict) -> None:
                   if a["id"] == annotation_id), "[]")
     st.info(
         f"Your answer {cursor + 1} of {len(state['history'])} in this session: "
-        f"**{', '.join(json.loads(given))}**. A new answer replaces it; "
+        f"**{_names(json.loads(given))}**. A new answer replaces it; "
         "← and → move through your answers, → past the last returns to the queue."
     )
     show_item(db, project, get_item(db, project, item_id))
