@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import joblib
@@ -126,43 +127,90 @@ def load_model(db: sqlite_utils.Database, row: dict) -> TrainedModel:
     return model
 
 
-def score_pool(
-    db: sqlite_utils.Database, project: Project, model_version_id: int, model: TrainedModel
-) -> int:
-    """Predict every item without a curated label and store the scores for the queue and review.
+@dataclass
+class PoolScores:
+    """A model's scores for the unlabeled pool, computed and not yet stored.
 
-    The promoted model also re-orders the live queue with the project's
+    Computing (reading every item, predicting) is what can fail or take long;
+    storing is a few quick inserts. Kept apart so the scores can be written in
+    the same transaction as a promotion: the queue never follows a model that
+    did not get promoted, and a failed scoring leaves the old order in place.
+    """
+
+    item_ids: list[int]
+    values: np.ndarray | None = None  # regression: predicted numbers
+    proba: np.ndarray | None = None  # classes: probabilities, one column per class
+    order: list[int] | None = None  # the queue order (single-label), most useful first
+
+    @property
+    def size(self) -> int:
+        return len(self.item_ids)
+
+
+def pool_scores(db: sqlite_utils.Database, project: Project, model: TrainedModel) -> PoolScores:
+    """Predict every item without a curated label; nothing is written.
+
+    Single-label projects also get the queue order under the project's
     strategy (without the batch's diversity step, which needs features the
     quick refit has at hand); the next quick refit takes over from it.
     """
     ids = [r[0] for r in db.execute(
         "SELECT id FROM items WHERE project_id = ? AND n_labels = 0 ORDER BY id", [project.id])]
     if project.regression:
-        # Predicted numbers are stored for the Label page's suggestion and batch work; the
-        # queue order stays the quick refit's (a committee's disagreement, `automl.refit`).
-        for start in range(0, len(ids), SCORE_BATCH):
-            items = get_items(db, project, ids[start : start + SCORE_BATCH])
-            store_value_predictions(db, model_version_id, [i.id for i in items],
-                                    model.predict_values(model_input(db, project, items)))
-        return len(ids)
+        # Predicted numbers are for the Label page's suggestion and batch work; the queue
+        # order stays the quick refit's (a committee's disagreement, `automl.refit`).
+        values = [model.predict_values(model_input(db, project, get_items(
+            db, project, ids[start : start + SCORE_BATCH])))
+            for start in range(0, len(ids), SCORE_BATCH)]
+        return PoolScores(ids, values=np.concatenate(values) if values else np.empty(0))
     parts = []
     for start in range(0, len(ids), SCORE_BATCH):
         items = get_items(db, project, ids[start : start + SCORE_BATCH])
-        proba = np.asarray(model.predict_proba(model_input(db, project, items)), dtype=float)
-        store_predictions(db, model_version_id, [i.id for i in items], project.classes,
-                          proba, multi_label=project.multi_label)
-        parts.append(proba)
+        parts.append(np.asarray(model.predict_proba(model_input(db, project, items)),
+                                dtype=float))
+    proba = np.vstack(parts) if parts else np.empty((0, len(project.classes)))
+    scores = PoolScores(ids, proba=proba)
     if ids and not project.multi_label:
-        proba = np.vstack(parts)
         predicted = np.array(project.classes, dtype=object)[proba.argmax(axis=1)]
         counts = Counter(c for labels in current_labels(db, project, curated_only=True)
                          .get("labels", []) for c in labels)
-        order = queue_order(project.strategy, proba, predicted, dict(counts),
-                            batch=max(project.refit_every, 10))
-        store_queue_scores(db, project, ids, order, [[p] for p in predicted],
-                           uncertainty_scores(proba)["confidence"],
-                           scorer=f"model:{model_version_id}")
-    return len(ids)
+        scores.order = list(queue_order(project.strategy, proba, predicted, dict(counts),
+                                        batch=max(project.refit_every, 10)))
+    return scores
+
+
+def store_pool_scores(db: sqlite_utils.Database, project: Project, model_version_id: int,
+                      scores: PoolScores) -> int:
+    """Write computed pool scores: the version's predictions and, for classes, the queue order.
+
+    One transaction (a savepoint inside the caller's), so they land together.
+    """
+    with db.atomic():
+        if scores.values is not None:
+            store_value_predictions(db, model_version_id, scores.item_ids, scores.values)
+            return scores.size
+        for start in range(0, scores.size, SCORE_BATCH):
+            store_predictions(db, model_version_id, scores.item_ids[start : start + SCORE_BATCH],
+                              project.classes, scores.proba[start : start + SCORE_BATCH],
+                              multi_label=project.multi_label)
+        if scores.order is not None:
+            predicted = np.array(project.classes, dtype=object)[scores.proba.argmax(axis=1)]
+            store_queue_scores(db, project, scores.item_ids, scores.order,
+                               [[p] for p in predicted],
+                               uncertainty_scores(scores.proba)["confidence"],
+                               scorer=f"model:{model_version_id}")
+    return scores.size
+
+
+def score_pool(
+    db: sqlite_utils.Database, project: Project, model_version_id: int, model: TrainedModel
+) -> int:
+    """Predict every item without a curated label and store the scores for the queue and review.
+
+    The promoted model also re-orders the live queue with the project's
+    strategy; see `pool_scores`.
+    """
+    return store_pool_scores(db, project, model_version_id, pool_scores(db, project, model))
 
 
 def promote(db: sqlite_utils.Database, project: Project, version: int, *,
@@ -176,7 +224,9 @@ def promote(db: sqlite_utils.Database, project: Project, version: int, *,
         raise GroundworkError(f"project {project.name!r} has no model v{version} (versions: "
                               f"{known})")
     row = _row(row)
-    model = load_model(db, row)
+    # Scored first, promoted with its scores in one transaction: a pool item that cannot be
+    # read leaves the current model promoted, not a new one with a stale queue.
+    scores = pool_scores(db, project, load_model(db, row))
     with db.atomic():
         db.execute("UPDATE model_versions SET status = 'archived' WHERE project_id = ? AND "
                    "status = 'promoted' AND id != ?", [project.id, row["id"]])
@@ -184,7 +234,7 @@ def promote(db: sqlite_utils.Database, project: Project, version: int, *,
                    "promoted_by = ? WHERE id = ?", [utcnow(), user, row["id"]])
         from labeling.users import record_event  # who promoted, and when (audit log)
         record_event(db, user, "promote", project, f"v{row['version']}")
-    score_pool(db, project, row["id"], model)
+        store_pool_scores(db, project, row["id"], scores)
     row["status"] = "promoted"
     return row
 

@@ -8,8 +8,12 @@ What is measured and how:
   the same items stay held out from one run to the next), is never seen by the
   search or the final fit. Its balanced accuracy is the number the app shows,
   and the number two versions are compared on before a new one is promoted.
-- The time budget is hard: the deadline is checked between folds inside a
-  trial, not only between trials, and the refit and pool scoring are counted.
+- The time budget is hard for what it covers: preparing the features, the
+  search and the final refit (the deadline is checked between folds inside a
+  trial, not only between trials, and the search stops early enough to leave
+  the refit its time). Measuring on the holdout, comparing with the promoted
+  model, scoring the pool and saving come after the deadline and are timed
+  separately (`timings` in the result and the version's metrics).
 """
 
 from __future__ import annotations
@@ -44,7 +48,13 @@ from automl.explain import explain
 from automl.features import make_features
 from automl.metrics import label as metric_label
 from automl.model import TrainedModel
-from automl.registry import load_model, promoted_model, save_artifact, score_pool
+from automl.registry import (
+    load_model,
+    pool_scores,
+    promoted_model,
+    save_artifact,
+    store_pool_scores,
+)
 from automl.residuals import explain_regression
 from automl.search import (
     METRIC,
@@ -337,8 +347,9 @@ def train_project(
     embeddings: bool = False,
     model_families: list[str] | None = None,
     max_trials: int | None = None,
+    on_commit: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Search, fit, measure, save, maybe promote, and score the pool with the promoted model.
+    """Search, fit, measure, score the pool, then save (and maybe promote) in one transaction.
 
     `storage_url` (PostgreSQL) puts the study where `groundwork worker`
     processes can join it; `on_study` is told the study's name as soon as it
@@ -351,6 +362,22 @@ def train_project(
     an optional extra). `model_families` restricts the search to some of the
     modality's families (`automl.search.choose_families`). `max_trials` ends
     the search after that many trials if the budget has not ended it first.
+
+    Nothing is saved until everything that can fail has run: the holdout
+    measures, the comparison with the promoted model and the pool's scores
+    are computed first, `should_stop` is asked again before saving, and the
+    version, its predictions, the queue order and the promotion are written in
+    one transaction. So a failure or a cancel at any point leaves the promoted
+    model (and the queue it ordered) as it was. `on_commit` is called with the
+    result inside that transaction; raising there (a background job that was
+    cancelled meanwhile raises `JobCancelled`) undoes the whole save.
+
+    What the budget covers: preparing the data and features, the search and
+    the final refit (and an ensemble's fits, within its slack) end by the
+    deadline. The holdout measures and explanation, the comparison, the pool
+    scoring and the save come after it, since the model must be measured and
+    saved whatever the budget; their seconds are reported separately in the
+    result's `timings`.
     """
     if not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
         raise GroundworkError(f"the time budget must be a positive number of seconds, not "
@@ -360,6 +387,18 @@ def train_project(
     deadline = time.time() + budget
     # An ensemble refits several models after the search: keep a sixth of the budget for it.
     search_deadline = deadline - budget / 6 if ensemble else deadline
+    timings: dict[str, float] = {}
+    lap = [started]
+
+    def clock(part: str) -> None:
+        now = time.monotonic()
+        timings[part] = round(now - lap[0], 3)
+        lap[0] = now
+
+    def check_cancelled() -> None:
+        if should_stop is not None and should_stop():
+            raise JobCancelled("training was cancelled")
+
     if embeddings:
         check_embeddings(project)
     choices = choose_families(project.modality, model_families, project.regression)
@@ -392,10 +431,12 @@ def train_project(
         choices)
     if on_study is not None:
         on_study(name)
+    clock("prepare")
 
-    def report(study: optuna.Study) -> None:
+    def report(study: optuna.Study, stage: str = "search") -> None:
         if progress is not None:
             progress({
+                "stage": stage,
                 "trials": len(trials_run(study)),
                 "best": study.best_value if completed(study) else None,
                 "elapsed": round(time.monotonic() - started, 2),
@@ -403,10 +444,9 @@ def train_project(
                 "study": name,
             })
 
-    run_search(problem, study, search_deadline, on_trial=report, should_stop=should_stop,
-               max_trials=max_trials)
-    if should_stop is not None and should_stop():
-        raise JobCancelled("training was cancelled")
+    stopped_by = run_search(problem, study, search_deadline, on_trial=report,
+                            should_stop=should_stop, max_trials=max_trials)
+    check_cancelled()
     done = completed(study)
     if not done:
         failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
@@ -416,6 +456,8 @@ def train_project(
     # search.py's tuned decision rule (threshold / class weights) rides along in the params.
     params = final_params(best)
     search_seconds = round(time.monotonic() - started, 2)
+    clock("search")
+    report(study, "refit")
 
     pipeline = Pipeline([("features", make_features(project.modality, X_train,
                                                     embeddings=embeddings)),
@@ -424,6 +466,7 @@ def train_project(
         warnings.simplefilter("ignore")
         pipeline.fit(X_train, y_train)
     refit_seconds = round(time.monotonic() - started - search_seconds, 2)
+    clock("refit")
     columns = list(X_train.columns) if project.modality == "tabular" else None
     model = TrainedModel(pipeline=pipeline, classes=list(project.classes),
                          fitted_classes=fitted_classes, modality=project.modality,
@@ -433,11 +476,16 @@ def train_project(
     estimator = params["model"]
     ensembled = None
     if ensemble:
+        check_cancelled()
         ensembled, model = _maybe_ensemble(project, problem, study, model, X_train, y_train,
                                            X_hold, y_hold, deadline, budget, metric,
                                            embeddings)
         if ensembled.get("chosen"):
             estimator = ensembled["estimator"]
+        clock("ensemble")
+    budgeted = round(time.monotonic() - started, 3)
+    check_cancelled()
+    report(study, "holdout")
 
     holdout_score = None
     held_sources = ", ".join(sorted({s for s, m in zip(data.sources, data.holdout, strict=True)
@@ -450,8 +498,10 @@ def train_project(
         "trials": len(trials_run(study)),
         "trials_completed": len(done),
         "trials_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+        "trials_failed": sum(t.state == optuna.trial.TrialState.FAIL for t in study.trials),
         "search_seconds": search_seconds,
         "refit_seconds": refit_seconds,
+        "search_stopped_by": stopped_by,
         "budget": budget,
         "study": name,
         "storage": "postgresql" if storage_url else "journal file",
@@ -498,10 +548,10 @@ def train_project(
         metrics["explanation"] = explain(model, X_hold, hold_answers, project, seed=seed)
     metrics["data_report"] = checked
     metrics["problem_type"] = checked["problem_type"]
+    clock("holdout")
 
     # Promotion: the new version must do at least as well as the promoted one on
     # the same holdout (both measured now, on today's labels).
-    current = promoted_model(db, project)
     promote_it = True
     if current is not None and y_hold is not None:
         try:
@@ -512,20 +562,56 @@ def train_project(
         metrics["compared_with"] = {"version": current["version"], "holdout": old_score,
                                     "metric": metric}
         promote_it = old_score is None or holdout_score is None or holdout_score >= old_score
+    clock("compare")
+    check_cancelled()
+    report(study, "scoring")
+
+    # The pool's scores are computed before anything is written: if reading an item or
+    # predicting fails, the promoted model and the queue it ordered stay as they were.
+    held_ids = [i for i, m in zip(data.item_ids, data.holdout, strict=True) if m]
+    held_predictions = None
+    if held_ids:
+        held_predictions = (model.predict_values(X_hold) if project.regression
+                            else model.predict_proba(X_hold))
+    pool = pool_scores(db, project, model) if promote_it else None
+    clock("score_pool")
+    check_cancelled()
+    report(study, "saving")
+    timings["budgeted"] = budgeted
+    timings["after_budget"] = round(sum(timings[k] for k in ("holdout", "compare",
+                                                             "score_pool")), 3)
+    metrics["timings"] = dict(timings)
 
     version = (db.execute("SELECT max(version) FROM model_versions WHERE project_id = ?",
                           [project.id]).fetchone()[0] or 0) + 1
     rel_path, digest = save_artifact(db, project, version, model)
+    result = {
+        "model_version": version,
+        "metric": metric,
+        "cv": float(best.value),
+        "holdout": holdout_score,
+        "holdout_size": int(data.holdout.sum()),
+        "train_size": n,
+        "estimator": estimator,
+        "params": params,
+        "promoted": promote_it,
+        "scored": pool.size if pool is not None else 0,
+        "trials": len(trials_run(study)),
+        "search_and_refit_seconds": round(search_seconds + refit_seconds, 2),
+        "search_stopped_by": stopped_by,
+        "study": name,
+        "include_auto": include_auto,
+        "training_set": snapshot["version"],
+    }
     try:
         with db.atomic():
-            if promote_it:
-                db.execute("UPDATE model_versions SET status = 'archived' WHERE project_id = ? "
-                           "AND status = 'promoted'", [project.id])
+            # Everything below is one transaction: the version, its predictions, the queue
+            # order and the promotion land together or not at all.
             model_id = db["model_versions"].insert({
                 "project_id": project.id,
                 "version": version,
                 "created_at": utcnow(),
-                "status": "promoted" if promote_it else "candidate",
+                "status": "candidate",
                 "estimator": estimator,
                 "params": json.dumps(params),
                 "metric_name": metric,
@@ -536,44 +622,35 @@ def train_project(
                 "metrics": json.dumps(metrics, default=float),
                 "snapshot_hash": data.snapshot_hash,
                 "training_set_id": snapshot["id"],
-                "promoted_at": utcnow() if promote_it else None,
                 "artifact_path": rel_path,
                 "artifact_sha256": digest,
                 "classes": json.dumps(project.classes),
                 "job_id": job_id,
             }).last_pk
+            if held_predictions is not None:
+                # Predictions on held-out labels let automated labeling and review measure
+                # this model on items it never saw; the queue ignores labeled items.
+                if project.regression:
+                    store_value_predictions(db, model_id, held_ids, held_predictions)
+                else:
+                    store_predictions(db, model_id, held_ids, project.classes,
+                                      held_predictions, multi_label=project.multi_label)
+            if pool is not None:
+                store_pool_scores(db, project, model_id, pool)
+                db.execute("UPDATE model_versions SET status = 'archived' WHERE project_id = ? "
+                           "AND status = 'promoted'", [project.id])
+                db.execute("UPDATE model_versions SET status = 'promoted', promoted_at = ? "
+                           "WHERE id = ?", [utcnow(), model_id])
+            timings["save"] = round(time.monotonic() - lap[0], 3)
+            timings["total"] = round(time.monotonic() - started, 3)
+            result.update({"model_version_id": model_id, "timings": dict(timings),
+                           "seconds": round(time.monotonic() - started, 2)})
+            if on_commit is not None:
+                on_commit(result)
     except BaseException:
         (data_dir_of(db) / rel_path).unlink(missing_ok=True)
         raise
-    if data.holdout.any():
-        # Predictions on held-out labels let automated labeling and review measure
-        # this model on items it never saw; the queue ignores labeled items.
-        held_ids = [i for i, m in zip(data.item_ids, data.holdout, strict=True) if m]
-        if project.regression:
-            store_value_predictions(db, model_id, held_ids, model.predict_values(X_hold))
-        else:
-            store_predictions(db, model_id, held_ids, project.classes,
-                              model.predict_proba(X_hold), multi_label=project.multi_label)
-    scored = score_pool(db, project, model_id, model) if promote_it else 0
-    return {
-        "model_version": version,
-        "model_version_id": model_id,
-        "metric": metric,
-        "cv": float(best.value),
-        "holdout": holdout_score,
-        "holdout_size": int(data.holdout.sum()),
-        "train_size": n,
-        "estimator": estimator,
-        "params": params,
-        "promoted": promote_it,
-        "scored": scored,
-        "trials": len(trials_run(study)),
-        "seconds": round(time.monotonic() - started, 2),
-        "search_and_refit_seconds": round(search_seconds + refit_seconds, 2),
-        "study": name,
-        "include_auto": include_auto,
-        "training_set": snapshot["version"],
-    }
+    return result
 
 
 def _maybe_ensemble(project: Project, problem: SearchProblem, study: optuna.Study,

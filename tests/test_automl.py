@@ -244,3 +244,27 @@ def test_ensemble_needs_two_families(db, wine_csv, tmp_path):
     train_project(db, project, budget=0.01, ensemble=True)
     info = promoted_model(db, project)["metrics"]["ensemble"]
     assert info == {"chosen": False, "reason": "fewer than two model families completed a trial"}
+
+
+def test_the_result_says_what_the_budget_covered_and_why_the_search_stopped(db, wine_csv,
+                                                                           tmp_path):
+    """No wall-clock target here (benchmarks/ measure those): the parts are timed, the budget's
+    parts (prepare, search, refit) are told apart from what follows it, and the reason the
+    search ended is recorded."""
+    project = half_labeled_wine(db, wine_csv, tmp_path)
+    tiny = train_project(db, project, budget=0.01)
+    assert tiny["search_stopped_by"] == "time budget"
+    t = tiny["timings"]
+    assert set(t) == {"prepare", "search", "refit", "holdout", "compare", "score_pool", "save",
+                      "budgeted", "after_budget", "total"}
+    assert t["budgeted"] == pytest.approx(t["prepare"] + t["search"] + t["refit"], abs=0.01)
+    assert t["after_budget"] == pytest.approx(t["holdout"] + t["compare"] + t["score_pool"],
+                                              abs=0.01)
+    assert t["budgeted"] + t["after_budget"] + t["save"] <= t["total"] + 0.01
+    stored = promoted_model(db, project)["metrics"]
+    assert stored["search_stopped_by"] == "time budget"
+    assert {k: v for k, v in t.items() if k not in ("save", "total")} == stored["timings"]
+
+    capped = train_project(db, project, budget=120, max_trials=2)
+    assert capped["search_stopped_by"] == "max trials" and capped["trials"] == 2
+
