@@ -599,6 +599,7 @@ def train_project(
         "trials": len(trials_run(study)),
         "search_and_refit_seconds": round(search_seconds + refit_seconds, 2),
         "search_stopped_by": stopped_by,
+        "warm_start": warm[0] if warm else None,
         "study": name,
         "include_auto": include_auto,
         "training_set": snapshot["version"],

@@ -9,6 +9,7 @@ import sys
 import time
 
 import numpy as np
+import optuna
 import pandas as pd
 import pytest
 from PIL import Image
@@ -268,3 +269,20 @@ def test_the_result_says_what_the_budget_covered_and_why_the_search_stopped(db, 
     capped = train_project(db, project, budget=120, max_trials=2)
     assert capped["search_stopped_by"] == "max trials" and capped["trials"] == 2
 
+
+def test_a_retrain_runs_the_promoted_models_parameters_as_its_first_trial(db, wine_csv,
+                                                                          tmp_path):
+    from automl.search import DECISION_KEYS, load_study, storage_for
+
+    project = half_labeled_wine(db, wine_csv, tmp_path)
+    chosen = ["knn", "linear_svm"]  # fast, and no logistic default ahead of the warm start
+    first = train_project(db, project, budget=120, model_families=chosen, max_trials=2)
+    assert first["warm_start"] is None
+    v1 = promoted_model(db, project)
+    second = train_project(db, project, budget=120, model_families=chosen, max_trials=2)
+    assert second["warm_start"] == v1["params"]
+    assert list_models(db, project)[0]["metrics"]["warm_start"] == v1["params"]
+    study = load_study(storage_for(db.data_dir, project.id), second["study"])
+    opening = study.trials[0]
+    assert opening.state == optuna.trial.TrialState.COMPLETE
+    assert opening.params == {k: v for k, v in v1["params"].items() if k not in DECISION_KEYS}
