@@ -288,6 +288,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     db = _open(args)
     project = _project(db, args.project)
+    if args.version is not None:
+        return _model_details(args, db, project, list_models(db, project))
     rows = [{k: m[k] for k in ("version", "status", "estimator", "cv_score", "holdout_score",
                                 "holdout_size", "train_size", "created_at", "promoted_at",
                                 "promoted_by", "artifact_sha256", "snapshot_hash")}
@@ -304,6 +306,97 @@ def cmd_models(args: argparse.Namespace) -> int:
             print(f"v{m['version']:<3} {m['status']:<9} {m['estimator']:<24} "
                   f"cv {m['cv_score']:.3f}  holdout {holdout} on {m['holdout_size']}  "
                   f"training set {m['training_set'] or '-'}  {m['created_at']}")
+    return 0
+
+
+def _model_details(args: argparse.Namespace, db, project, models: list[dict]) -> int:
+    """One version in full: what the Train page shows for it, leaderboard and holdout included."""
+    m = next((m for m in models if m["version"] == args.version), None)
+    if m is None:
+        known = ", ".join(f"v{v['version']}" for v in models) or "none"
+        raise GroundworkError(f"project {project.name!r} has no model v{args.version} "
+                              f"(versions: {known})")
+    metrics = m["metrics"]
+    explanation = metrics.get("explanation") or {}
+    detail = {k: m[k] for k in ("version", "status", "estimator", "metric_name", "cv_score",
+                                "holdout_score", "holdout_size", "train_size", "created_at",
+                                "promoted_at", "promoted_by", "artifact_sha256",
+                                "snapshot_hash", "job_id", "params")} | {
+        "training_set": _training_set_version(db, m),
+        "holdout": {"metric": m["metric_name"], "score": m["holdout_score"],
+                    "size": m["holdout_size"], "sources": metrics.get("holdout_sources"),
+                    "metrics": explanation.get("holdout_metrics"),
+                    "per_class": metrics.get("per_class"),
+                    "confusion_matrix": metrics.get("confusion_matrix"),
+                    "prediction_interval": metrics.get("prediction_interval"),
+                    "compared_with": metrics.get("compared_with")},
+        "leaderboard": metrics.get("leaderboard") or [],
+    } | {k: metrics.get(k) for k in ("cv_std", "cv_folds", "trials", "trials_completed",
+                                     "trials_pruned", "trials_failed", "search_stopped_by",
+                                     "timings", "budget", "warm_start", "families", "ensemble",
+                                     "library_versions", "how_measured", "study")}
+    if args.json:
+        _print_json(detail)
+        return 0
+    holdout = "n/a" if m["holdout_score"] is None else f"{m['holdout_score']:.3f}"
+    print(f"v{m['version']} {m['status']} {m['estimator']}: {m['metric_name']} cv "
+          f"{m['cv_score']:.3f}, holdout {holdout} on {m['holdout_size']} labels")
+    for row in detail["leaderboard"]:
+        cv = "-" if row.get("cv_mean") is None else f"{row['cv_mean']:.3f}"
+        why = f"  ({row['reason']})" if row.get("reason") else ""
+        print(f"  trial {row['trial']:<4} {row['state']:<8} {str(row['model']):<22} cv {cv}"
+              f"{why}")
+    return 0
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from automl.jobs import list_jobs
+
+    db = _open(args)
+    project = _project(db, args.project)
+    rows = []
+    for j in list_jobs(db, project):
+        p = j["progress"] or {}
+        budget = float(p.get("budget") or j["params"].get("budget") or 0) or None
+        done = 1.0 if j["status"] == "succeeded" else (
+            min(float(p.get("elapsed") or 0) / budget, 1.0) if budget else 0.0)
+        rows.append({"id": j["id"], "status": j["status"], "stage": p.get("stage"),
+                     "progress": round(done, 3), "trials": p.get("trials", 0),
+                     "best": p.get("best"), "started": j["started_at"],
+                     "finished": j["finished_at"], "reason": j["error"],
+                     "model_version": (j["result"] or {}).get("model_version")})
+    if args.json:
+        _print_json({"jobs": rows})
+        return 0
+    if not rows:
+        print(f"project {project.name} has no training job yet: `groundwork train "
+              f"{project.name} --background`")
+    for r in rows:
+        best = "-" if r["best"] is None else f"{r['best']:.3f}"
+        print(f"job {r['id']:<4} {r['status']:<9} {r['progress']:>4.0%}  {r['trials']} trials, "
+              f"best {best}  started {r['started'] or '-'}  finished {r['finished'] or '-'}"
+              + (f"  {r['reason']}" if r["reason"] else ""))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from automl.jobs import cancel_job, job
+
+    db = _open(args)
+    project = _project(db, args.project)
+    found = job(db, args.job_id)
+    if found["project_id"] != project.id:
+        raise GroundworkError(f"job {args.job_id} is not a job of project {project.name!r}: "
+                              f"see `groundwork jobs {project.name}`")
+    cancelled = cancel_job(db, args.job_id)
+    status = job(db, args.job_id)["status"]
+    if args.json:
+        _print_json({"job": args.job_id, "cancelled": cancelled, "status": status})
+    elif cancelled:
+        print(f"job {args.job_id} cancelled; it stops at its next step and the promoted model "
+              "stays in place")
+    else:
+        print(f"job {args.job_id} had already ended ({status}): nothing to cancel")
     return 0
 
 
@@ -1186,6 +1279,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("models", cmd_models, "list model versions (registry)")
     p.add_argument("project")
+    p.add_argument("--version", type=int, metavar="N",
+                   help="one version in full: holdout metrics, leaderboard, timings, lineage")
+
+    p = add("jobs", cmd_jobs, "list the project's training jobs (status, progress, why)")
+    p.add_argument("project")
+
+    p = add("cancel", cmd_cancel, "cancel a training job (the promoted model stays)")
+    p.add_argument("project")
+    p.add_argument("job_id", type=int)
 
     p = add("promote", cmd_promote, "promote a model version (re-scores the pool)")
     p.add_argument("project")
