@@ -280,3 +280,32 @@ def test_multi_label_enter_accepts_an_empty_suggested_set_and_0_answers_no_tags(
     assert button(at, "submit").label == "Submit" and button(at, "submit").disabled  # nothing
     button(at, "cls-2").click().run()  # suggested, nothing toggled: nothing to submit yet
     assert button(at, "submit").label == "Submit c"
+
+
+def _stored_curve(db, project, accuracies: list[float]) -> None:
+    """Refit measurements as the background refit stores them (one row per refit)."""
+    with db.atomic():
+        db["learning_curve"].insert_all(
+            {"project_id": project.id, "labels": 20 * (i + 1), "accuracy": accuracy,
+             "holdout_size": 4 * (i + 1), "strategy": "margin", "model": "logistic regression",
+             "seconds": 0.1, "created_at": f"2026-01-0{i + 1}T00:00:00Z"}
+            for i, accuracy in enumerate(accuracies))
+
+
+@pytest.mark.parametrize(("accuracies", "flattened_at"), [
+    ([0.60, 0.80, 0.805, 0.807, 0.806, 0.808], 40),  # three refits gain under 0.01 after 40
+    ([0.50, 0.60, 0.70, 0.80, 0.90, 0.95], None),  # still rising
+], ids=["flat", "rising"])
+def test_savings_page_says_when_the_live_curve_has_flattened(store, accuracies, flattened_at):
+    db, project = store
+    _stored_curve(db, project, accuracies)
+    at = page("automl/pages/savings.py")
+    assert not at.exception
+    assert any("latest: " in c.value and "at 120 labels" in c.value for c in at.caption)
+    hints = [i.value for i in at.info if "The curve has flattened" in i.value]
+    if flattened_at is None:
+        assert hints == []
+    else:
+        assert hints == [f"The curve has flattened since about {flattened_at} labels: more "
+                         "labels of this kind gain little. Consider training (Train), "
+                         "auto-labeling the confident rest (Auto-label), or reviewing (Review)."]
