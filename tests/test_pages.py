@@ -309,3 +309,72 @@ def test_savings_page_says_when_the_live_curve_has_flattened(store, accuracies, 
         assert hints == [f"The curve has flattened since about {flattened_at} labels: more "
                          "labels of this kind gain little. Consider training (Train), "
                          "auto-labeling the confident rest (Auto-label), or reviewing (Review)."]
+
+
+@pytest.fixture
+def scored(store):
+    """600 text items with a promoted model's stored predictions, confidence falling from
+    0.99 to 0.51; the held-out ones are answered by a person: right where the model is sure
+    (confidence >= 0.8), wrong on every third below."""
+    from labeling.annotations import record_annotation
+    from labeling.splits import in_holdout
+
+    db, _ = store
+    project = create_project(db, "scored", "text", classes=["ham", "spam"])
+    n = 600
+    with db.atomic():
+        add_items(db, project, [{"key": f"s{i}", "content": f"scored {i}", "sha256": f"s{i}"}
+                                for i in range(n)])
+        mv = db["model_versions"].insert({
+            "project_id": project.id, "version": 1, "created_at": "now", "status": "promoted",
+            "estimator": "logreg", "metric_name": "balanced_accuracy", "train_size": 0,
+            "snapshot_hash": "-", "artifact_path": "-", "artifact_sha256": "-",
+            "classes": '["ham", "spam"]'}).last_pk
+    items = list(db.query("SELECT id, key FROM items WHERE project_id = ? ORDER BY id",
+                          [project.id]))
+    spam = np.linspace(0.99, 0.51, n)
+    store_predictions(db, mv, [r["id"] for r in items], ["ham", "spam"],
+                      np.column_stack([1 - spam, spam]))
+    for i, row in enumerate(items):
+        if in_holdout(project.id, row["key"]):
+            wrong = spam[i] < 0.8 and i % 3 == 0
+            record_annotation(db, project, row["id"], "ham" if wrong else "spam", user="ann")
+    return db, project
+
+
+def test_autolabel_chart_marks_the_chosen_threshold_on_the_chart(scored):
+    db, project = scored
+    from labeling.autolabel import plan_autolabel
+
+    at = page("labeling/pages/autolabel.py", project="scored")
+    assert not at.exception
+    at.number_input(key="autolabel-target").set_value(0.9).run()
+    plan = plan_autolabel(db, project, 0.9)
+    assert plan["threshold"] is not None and 0 < plan["coverage"] < 1
+    (chart,) = at.get("vega_lite_chart")
+    spec = json.loads(chart.proto.spec)
+    layers = {layer.get("name"): layer for layer in spec["layer"]}
+    (point,) = layers["chosen-point"]["data"]["values"]
+    assert point["threshold"] == pytest.approx(plan["threshold"])
+    assert point["coverage"] == pytest.approx(plan["coverage"])
+    assert point["accuracy"] == pytest.approx(plan["estimated_accuracy"])
+    assert layers["chosen-point"]["mark"]["type"] == "point"
+    assert layers["chosen-rule"]["data"]["values"][0]["coverage"] == pytest.approx(
+        plan["coverage"])
+    assert layers["chosen-label"]["data"]["values"][0]["label"] == (
+        f"chosen: confidence ≥ {plan['threshold']:.3f}")
+    # The chosen point lies on the drawn curve: the curve's point at that threshold.
+    on_curve = next(p for p in plan["curve"] if p["threshold"] == plan["threshold"])
+    assert (on_curve["coverage"], on_curve["accuracy"]) == (point["coverage"],
+                                                            point["accuracy"])
+    target_rule = next(layer for layer in spec["layer"] if layer["mark"]["type"] == "rule"
+                       and "target" in layer["data"]["values"][0])
+    assert target_rule["data"]["values"] == [{"target": 0.9}]
+
+
+def test_autolabel_chart_has_no_chosen_point_when_no_threshold_is_certified(scored):
+    at = page("labeling/pages/autolabel.py", project="scored")
+    at.number_input(key="autolabel-target").set_value(0.999).run()
+    assert not at.exception and at.warning  # the page says why nothing is certified
+    spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
+    assert not [layer for layer in spec["layer"] if layer.get("name", "").startswith("chosen")]

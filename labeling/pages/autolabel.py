@@ -55,22 +55,66 @@ st.caption(plan["how_measured"] + ".")
 if plan["threshold"] is None:
     st.warning(plan["reason"])
 
+def coverage_chart(plan: dict, target: float) -> dict:
+    """Vega-Lite layers: accuracy and its bound against coverage, the target, the chosen point.
+
+    The chosen threshold is drawn on the chart (a rule at its coverage and a
+    labelled point at its validation accuracy), carried in the spec itself, so
+    the point a user is about to apply is where they look, not only in a caption.
+    """
+    x = {"field": "coverage", "type": "quantitative", "axis": {"format": "%"},
+         "title": "share of the unlabeled pool labeled by the model"}
+    layers: list[dict] = [
+        {"mark": {"type": "line"},
+         "encoding": {"x": x, "y": {"field": "value", "type": "quantitative",
+                                    "scale": {"zero": False},
+                                    "title": "accuracy on held-out human labels"},
+                      "color": {"field": "series", "type": "nominal", "title": None}}},
+        {"data": {"values": [{"target": float(target)}]},
+         "mark": {"type": "rule", "strokeDash": [4, 4], "color": "gray"},
+         "encoding": {"y": {"field": "target", "type": "quantitative"},
+                      "tooltip": [{"field": "target", "format": ".3f"}]}},
+    ]
+    if plan["threshold"] is not None:
+        chosen = {"coverage": plan["coverage"], "accuracy": plan["estimated_accuracy"],
+                  "lower_bound": plan["lower_bound"], "threshold": plan["threshold"],
+                  "label": f"chosen: confidence ≥ {plan['threshold']:.3f}"}
+        point = {"x": x, "y": {"field": "accuracy", "type": "quantitative"}}
+        tooltip = [{"field": "threshold", "format": ".3f"},
+                   {"field": "coverage", "format": ".1%"},
+                   {"field": "accuracy", "format": ".3f"},
+                   {"field": "lower_bound", "format": ".3f", "title": "lower bound"}]
+        layers += [
+            {"name": "chosen-rule", "data": {"values": [chosen]},
+             "mark": {"type": "rule", "color": "#d62728"}, "encoding": {"x": x}},
+            {"name": "chosen-point", "data": {"values": [chosen]},
+             "mark": {"type": "point", "filled": True, "size": 140, "color": "#d62728"},
+             "encoding": {**point, "tooltip": tooltip}},
+            {"name": "chosen-label", "data": {"values": [chosen]},
+             "mark": {"type": "text", "align": "left", "dx": 8, "dy": -10,
+                      "color": "#d62728"},
+             "encoding": {**point, "text": {"field": "label"}}},
+        ]
+    return {"height": 320, "layer": layers}
+
+
 if plan["curve"]:
     curve = pd.DataFrame(plan["curve"])
-    chart = curve[["coverage", "accuracy", "lower_bound"]].rename(
-        columns={"accuracy": "validation accuracy", "lower_bound": "lower bound"})
-    chart["target"] = float(target)
+    lines = curve[["coverage", "accuracy", "lower_bound"]].rename(
+        columns={"accuracy": "validation accuracy", "lower_bound": "lower bound"}).melt(
+        id_vars="coverage", var_name="series", value_name="value")
     st.subheader("Coverage against accuracy")
-    st.line_chart(chart, x="coverage", y=["validation accuracy", "lower bound", "target"],
-                  x_label="share of the unlabeled pool labeled by the model",
-                  y_label="accuracy on held-out human labels")
-    if plan["threshold"] is not None:
-        st.caption(
-            f"Chosen point for target {float(target):.3f}: confidence ≥ "
-            f"{plan['threshold']:.3f} covers "
-            f"{plan['coverage']:.1%} of the pool with accuracy {plan['estimated_accuracy']:.3f} "
-            f"on {plan['validation_above_threshold']} validation labels."
-        )
+    chosen = ("" if plan["threshold"] is None else
+              f"Chosen point for target {float(target):.3f}: confidence ≥ "
+              f"{plan['threshold']:.3f} covers {plan['coverage']:.1%} of the pool with accuracy "
+              f"{plan['estimated_accuracy']:.3f} on {plan['validation_above_threshold']} "
+              "validation labels.")
+    st.vega_lite_chart(lines, coverage_chart(plan, float(target)), width="stretch",
+                       alt="Accuracy on held-out human labels and its lower bound against "
+                       "the share of the pool the model would label; the dashed line is the "
+                       "goal. " + chosen)
+    if chosen:
+        st.caption(chosen + " Red on the chart; the dashed line is the target.")
 
 existing = auto_label_count(db, project)
 with st.container(horizontal=True):
