@@ -378,3 +378,46 @@ def test_autolabel_chart_has_no_chosen_point_when_no_threshold_is_certified(scor
     assert not at.exception and at.warning  # the page says why nothing is certified
     spec = json.loads(at.get("vega_lite_chart")[0].proto.spec)
     assert not [layer for layer in spec["layer"] if layer.get("name", "").startswith("chosen")]
+
+
+def test_label_page_buttons_carry_their_keyboard_shortcuts(store):
+    """Issue 3: every action has a key, given to Streamlit as the button's shortcut (which
+    the browser shows in the button: tests/browser/test_label_multilabel.py)."""
+    db, project = store
+    ids = [r[0] for r in db.execute("SELECT id FROM items ORDER BY id")]
+    store_queue_scores(db, project, ids, list(range(len(ids))), [["spam"]] * len(ids),
+                       [0.8] * len(ids), scorer="quick:4")
+    at = page("labeling/pages/label.py")
+    keys = {re.sub(r"-\d+$", "", b.key): b.proto.shortcut.lower() for b in at.button
+            if b.key and not b.key.startswith(("answers", "examples"))}
+    assert keys == {"cls-0": "1", "cls-1": "2", "accept": "enter", "skip": "s", "undo": "u",
+                    "undo-backspace": "backspace", "back": "left", "forward": "right"}
+    many = create_project(db, "many", "text", classes=[f"c{i}" for i in range(11)])
+    with db.atomic():
+        add_items(db, many, [{"key": "m", "content": "one", "sha256": "m"}])
+    at = page("labeling/pages/label.py", project="many")
+    shortcuts = [button(at, f"cls-{i}").proto.shortcut for i in range(11)]
+    assert shortcuts == [str(i) for i in range(1, 10)] + ["", ""]  # 1..9, then by click
+
+
+def test_undo_goes_back_at_most_ten_answers(store):
+    db, _ = store
+    project = create_project(db, "long", "text", classes=["ham", "spam"])
+    with db.atomic():
+        add_items(db, project, [{"key": f"l{i}", "content": f"long {i}", "sha256": f"l{i}"}
+                                for i in range(14)])
+    at = page("labeling/pages/label.py", project="long")
+    answered = []
+    for _ in range(12):
+        answered.append(at.text[0].value)
+        button(at, "cls-0").click().run()
+    for expected in reversed(answered[2:]):  # the last ten, newest first
+        button(at, "undo").click().run()
+        assert at.text[0].value == expected  # the undone item is back on screen
+    assert button(at, "undo").disabled and button(at, "undo-backspace").disabled
+    live = [r[0] for r in db.execute(
+        "SELECT i.content FROM annotations a JOIN items i ON i.id = a.item_id "
+        "WHERE a.project_id = ? AND a.retracted_at IS NULL ORDER BY a.id", [project.id])]
+    assert live == answered[:2]  # the two oldest answers stay: undo reaches back ten
+    assert db.execute("SELECT count(*) FROM annotations WHERE project_id = ?",
+                      [project.id]).fetchone()[0] == 12  # undone answers stay on record
