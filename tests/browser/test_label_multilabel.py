@@ -63,6 +63,13 @@ def button(page, key: str):
     return page.locator(f'[class*="st-key-{key}"] button').first
 
 
+def next_item(page, previous: str) -> str:
+    """The item now on screen, once the page has replaced `previous` (the bar and the item
+    are redrawn one after the other)."""
+    expect(page.get_by_test_id("stText").first).not_to_have_text(previous)
+    return page.get_by_test_id("stText").first.inner_text()
+
+
 def test_multi_label_keys_toggle_submit_accept_and_answer_no_tags(page, tmp_path):
     data = tmp_path / "store"
     suggested = seed(data)
@@ -98,8 +105,7 @@ def test_multi_label_keys_toggle_submit_accept_and_answer_no_tags(page, tmp_path
         assert answers(data) == {first: ["c"]}
 
         # Nothing toggled: Enter accepts the model's suggested set, whatever it is.
-        second = page.get_by_test_id("stText").first.inner_text()
-        assert second != first
+        second = next_item(page, first)
         wanted = suggested[second]
         expect(page.get_by_text(re.compile(
             rf"^Model suggests {re.escape(', '.join(wanted) or '(none)')} "))).to_be_visible()
@@ -109,7 +115,7 @@ def test_multi_label_keys_toggle_submit_accept_and_answer_no_tags(page, tmp_path
         assert answers(data)[second] == wanted
 
         # 0: no tag applies, even with a tag toggled and the model suggesting some.
-        third = page.get_by_test_id("stText").first.inner_text()
+        third = next_item(page, second)
         press_key(page, "2")
         expect(submit).to_contain_text("Submit b")
         press_key(page, "0")
@@ -118,7 +124,7 @@ def test_multi_label_keys_toggle_submit_accept_and_answer_no_tags(page, tmp_path
         assert answers(data)[third] == []
 
         # The last item: Enter accepts its suggestion, an empty one included.
-        fourth = page.get_by_test_id("stText").first.inner_text()
+        fourth = next_item(page, third)
         expect(submit).to_contain_text(f"Accept {', '.join(suggested[fourth]) or 'no tags'}")
         press_key(page, "Enter")
         expect(page.get_by_text(re.compile("^Every item has a label"))).to_be_visible()
