@@ -475,6 +475,53 @@ def _migration_regression(db: sqlite_utils.Database) -> None:
                            f"{problems[:3]}")
 
 
+_CLAIM_PREFIX = "review-claim:"
+
+
+def _migration_review_claims(db: sqlite_utils.Database) -> None:
+    """Review task claims (`review.tasks`): which task is on whose screen, until when.
+
+    A claim keeps other reviewers off a task the way a lease keeps other
+    annotators off an item: one row per (task, reviewer), renewed while the
+    task is on screen, freed by an answer, a skip or expiry. Until this table
+    existed, claims were rows of `settings` keyed
+    `review-claim:<project>:<task>:<user>` holding when the claim ends; those
+    rows move here (a claim on a task that is gone is dropped, as the foreign
+    key would drop it), so a claim taken just before the upgrade still holds
+    after it. The foreign key cascades a deleted task's claims away, and the
+    indexes make the per-project scan `claim_tasks` does in its write
+    transaction, and a reviewer's own claims, index lookups. Statement by
+    statement, in the migration's transaction.
+    """
+    for sql in (
+        """CREATE TABLE review_claims (
+            task_id INTEGER NOT NULL REFERENCES review_tasks(id) ON DELETE CASCADE,
+            user TEXT NOT NULL,
+            project_id INTEGER NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+            expires_at TEXT NOT NULL,
+            PRIMARY KEY (task_id, user)
+        )""",
+        "CREATE INDEX review_claims_project ON review_claims(project_id, expires_at)",
+        "CREATE INDEX review_claims_user ON review_claims(project_id, user, expires_at)",
+    ):
+        db.execute(sql)
+    # Keys sort as text: everything from "review-claim:" up to "review-claim;" has the prefix.
+    span = [_CLAIM_PREFIX, _CLAIM_PREFIX[:-1] + ";"]
+    rows = db.execute("SELECT key, value FROM settings WHERE key >= ? AND key < ?",
+                      span).fetchall()
+    moved = []
+    for key, until in rows:
+        parts = key.split(":", 3)
+        if len(parts) == 4 and parts[1].isdigit() and parts[2].isdigit() and parts[3]:
+            moved.append((int(parts[2]), parts[3], int(parts[1]), until))
+    db.conn.executemany(
+        "INSERT INTO review_claims (task_id, user, project_id, expires_at) "
+        "SELECT t.id, ?2, t.project_id, ?4 FROM review_tasks t WHERE t.id = ?1 "
+        "AND t.project_id = ?3 ON CONFLICT (task_id, user) DO UPDATE "
+        "SET expires_at = max(expires_at, excluded.expires_at)", moved)
+    db.execute("DELETE FROM settings WHERE key >= ? AND key < ?", span)
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
@@ -487,6 +534,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_users,
     _migration_leases,
     _migration_regression,
+    _migration_review_claims,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

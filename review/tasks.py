@@ -16,10 +16,10 @@ first, then tasks nobody else holds, and holds them for a few minutes
 is held by at most k minus its answers people at once. A held task is
 `in progress`; an answer, a skip (`release_claim`) or the claim's expiry
 frees it, and an unanswered task whose claims all ended is `open` again.
-Claims live in the store's `settings` table, one row per (task, reviewer),
-keyed `review-claim:<project>:<task>:<user>` with the time the claim ends:
-a claim is short-lived state that is never the only record of anything, and
-the schema belongs to `labeling.store`.
+Claims are rows of the store's `review_claims` table, one per (task,
+reviewer) with the time the claim ends: short-lived state that is never the
+only record of anything, dropped lazily once it ended, its task closed or its
+holder answered.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from review.conditions import describe, legacy
 
 OPEN_STATES = ("open", "in progress")
 CONSENSUS_USER = "consensus"
-CLAIM = "review-claim"
 
 _SELECT = """
     SELECT t.*, i.key, w.name AS workflow, w.instructions,
@@ -80,64 +79,43 @@ def expire_tasks(db: sqlite_utils.Database, project: Project, now: str | None = 
 # ---------------------------------------------------------------- claims
 
 
-def _claim_key(project: Project, task_id: int, user: str) -> str:
-    return f"{CLAIM}:{project.id}:{int(task_id)}:{user}"
-
-
-def _claims(db: sqlite_utils.Database, project: Project) -> list[tuple[str, int, str, str]]:
-    """Every claim row of the project, live or not: (key, task id, user, until)."""
-    prefix = f"{CLAIM}:{project.id}:"
-    out = []
-    for key, until in db.execute("SELECT key, value FROM settings WHERE key >= ? AND key < ?",
-                                 [prefix, prefix[:-1] + ";"]).fetchall():
-        _, _, task_id, user = key.split(":", 3)
-        out.append((key, int(task_id), user, until))
-    return out
-
-
-def _forget_claims(db: sqlite_utils.Database, project: Project, task_id: int) -> None:
+def _forget_claims(db: sqlite_utils.Database, task_id: int) -> None:
     """A completed task holds nobody any more (an undo must not find old claims live)."""
-    prefix = f"{CLAIM}:{project.id}:{int(task_id)}:"
-    db.execute("DELETE FROM settings WHERE key >= ? AND key < ?", [prefix, prefix[:-1] + ";"])
+    db.execute("DELETE FROM review_claims WHERE task_id = ?", [int(task_id)])
 
 
 def live_claims(db: sqlite_utils.Database, project: Project) -> dict[int, dict[str, str]]:
     """Task id -> {reviewer: when their claim ends}, for claims that have not ended."""
-    now = utcnow()
     out: dict[int, dict[str, str]] = {}
-    for _, task_id, user, until in _claims(db, project):
-        if until > now:
-            out.setdefault(task_id, {})[user] = until
+    for task_id, user, until in db.execute(
+            "SELECT task_id, user, expires_at FROM review_claims WHERE project_id = ? "
+            "AND expires_at > ? ORDER BY task_id, user", [project.id, utcnow()]).fetchall():
+        out.setdefault(task_id, {})[user] = until
     return out
 
 
 def _drop_stale_claims(db: sqlite_utils.Database, project: Project, now: str) -> None:
     """Drop claims that ended, that are on tasks no longer open, or whose holder answered;
     then an unanswered task nobody holds is `open` again."""
-    rows = _claims(db, project)
-    if rows:
-        tasks = {r[0]: r[1] for r in db.execute(
-            f"SELECT id, status FROM review_tasks WHERE id IN "
-            f"({','.join('?' * len({r[1] for r in rows}))})", sorted({r[1] for r in rows}))}
-        answered = set(db.execute(
-            "SELECT r.task_id, r.user FROM review_answers r JOIN review_tasks t "
-            "ON t.id = r.task_id WHERE t.project_id = ? AND t.status IN "
-            "('open', 'in progress') AND r.retracted_at IS NULL", [project.id]).fetchall())
-        stale = [key for key, task_id, user, until in rows
-                 if until <= now or tasks.get(task_id) not in OPEN_STATES
-                 or (task_id, user) in answered]
-        if stale:
-            db.execute(f"DELETE FROM settings WHERE key IN ({','.join('?' * len(stale))})",
-                       stale)
-    held = sorted({task_id for key, task_id, _, until in rows if until > now})
     db.execute(
-        f"""
+        """
+        DELETE FROM review_claims
+        WHERE project_id = ? AND (
+            expires_at <= ?
+            OR NOT EXISTS (SELECT 1 FROM review_tasks t WHERE t.id = review_claims.task_id
+                           AND t.status IN ('open', 'in progress'))
+            OR EXISTS (SELECT 1 FROM review_answers r WHERE r.task_id = review_claims.task_id
+                       AND r.user = review_claims.user AND r.retracted_at IS NULL))
+        """, [project.id, now])
+    db.execute(
+        """
         UPDATE review_tasks SET status = 'open'
         WHERE project_id = ? AND status = 'in progress'
-          AND id NOT IN ({','.join('?' * len(held))})
+          AND NOT EXISTS (SELECT 1 FROM review_claims c WHERE c.task_id = review_tasks.id
+                          AND c.expires_at > ?)
           AND NOT EXISTS (SELECT 1 FROM review_answers r WHERE r.task_id = review_tasks.id
                           AND r.retracted_at IS NULL)
-        """, [project.id, *held])
+        """, [project.id, now])
 
 
 def _full_for(db: sqlite_utils.Database, project: Project, user: str,
@@ -166,8 +144,10 @@ def _hold(db: sqlite_utils.Database, project: Project, task_ids: Sequence[int], 
           until: str) -> None:
     if not task_ids:
         return
-    db.conn.executemany("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
-                        [(_claim_key(project, t, user), until) for t in task_ids])
+    db.conn.executemany(
+        "INSERT INTO review_claims (task_id, user, project_id, expires_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (task_id, user) DO UPDATE SET expires_at = excluded.expires_at",
+        [(int(t), user, project.id, until) for t in task_ids])
     db.execute(f"UPDATE review_tasks SET status = 'in progress' WHERE id IN "
                f"({','.join('?' * len(task_ids))})", [int(t) for t in task_ids])
 
@@ -233,8 +213,9 @@ def claim_task(db: sqlite_utils.Database, project: Project, task_id: int, user: 
 def release_claim(db: sqlite_utils.Database, project: Project, task_id: int, user: str) -> bool:
     """Free `user`'s claim on a task (skipped, or they stop); True if there was one."""
     with db.atomic():
-        cursor = db.execute("DELETE FROM settings WHERE key = ?",
-                            [_claim_key(project, task_id, (user or "").strip())])
+        cursor = db.execute(
+            "DELETE FROM review_claims WHERE project_id = ? AND task_id = ? AND user = ?",
+            [project.id, int(task_id), (user or "").strip()])
         _drop_stale_claims(db, project, utcnow())
     return cursor.rowcount > 0
 
@@ -398,7 +379,8 @@ def answer_task(
         raise GroundworkError(_held_message(task, claims))
     annotation_id = None
     with db.atomic():
-        db.execute("DELETE FROM settings WHERE key = ?", [_claim_key(project, task["id"], user)])
+        db.execute("DELETE FROM review_claims WHERE task_id = ? AND user = ?",
+                   [task["id"], user])
         db["review_answers"].insert({
             "task_id": task["id"], "user": user, "labels": json.dumps(values),
             "created_at": utcnow(),
@@ -420,7 +402,7 @@ def answer_task(
         db["review_tasks"].update(
             task["id"],
             {"status": "completed", "completed_at": utcnow(), "annotation_id": annotation_id})
-        _forget_claims(db, project, task["id"])
+        _forget_claims(db, task["id"])
     return annotation_id
 
 

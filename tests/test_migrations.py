@@ -19,14 +19,24 @@ import pytest
 
 from automl.registry import list_models, promoted_model
 from labeling.annotations import current_labels, record_annotation, retract_annotation
+from labeling.errors import GroundworkError
 from labeling.leases import lease_next_items, live_leases, release_lease
 from labeling.projects import get_project, project_counts
 from labeling.queue import next_items
 from labeling.splits import in_holdout
-from labeling.store import MIGRATIONS, SCHEMA_VERSION, _migration_leases, connect, schema_version
-from review.tasks import answer_task, next_tasks
+from labeling.store import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    _migration_leases,
+    _migration_review_claims,
+    connect,
+    schema_version,
+)
+from review.tasks import answer_task, claim_tasks, live_claims, next_tasks
 
 T0 = "2026-01-05T09:00:00.000Z"
+LATER = "2999-01-01T00:00:00.000Z"
+CLAIM = "review-claim:"
 CURATED = ("human", "review", "import")
 
 
@@ -119,7 +129,12 @@ def _rows() -> dict[str, list[dict]]:
                   "params": json.dumps({"budget": 30}), "progress": json.dumps({"trials": 12}),
                   "result": json.dumps({"model_version": 1}), "pid": 4242, "created_at": T0,
                   "started_at": T0, "finished_at": T0}],
-        "settings": [{"key": "coldstart:1", "value": "done"}, {"key": "demo_seeded", "value": "1"}],
+        "settings": [{"key": "coldstart:1", "value": "done"}, {"key": "demo_seeded", "value": "1"},
+                     # Review claims as settings rows (before their table): rev holds open
+                     # task 2, old's claim on task 1 ended, task 99 is gone.
+                     {"key": "review-claim:1:2:rev", "value": LATER},
+                     {"key": "review-claim:1:1:old", "value": T0},
+                     {"key": "review-claim:1:99:ghost", "value": LATER}],
         "queue_scores": [{"item_id": i, "project_id": 1, "priority": 30 - i,
                           "predicted": json.dumps(["spam"]), "confidence": 0.6,
                           "scorer": "quick:20", "scored_at": T0} for i in range(15, 31)],
@@ -171,7 +186,11 @@ def test_a_store_of_every_earlier_version_opens_intact_and_usable(version, tmp_p
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
 
-    # Every value written at version k reads back unchanged.
+    # Every value written at version k reads back unchanged, but the review claims kept in
+    # settings, which moved to their own table (below).
+    claims = [r for r in written.get("settings", []) if r["key"].startswith(CLAIM)]
+    if claims:
+        written["settings"] = [r for r in written["settings"] if r not in claims]
     for table, rows in written.items():
         assert db[table].count == len(rows), table
         for row in rows:
@@ -208,7 +227,19 @@ def test_a_store_of_every_earlier_version_opens_intact_and_usable(version, tmp_p
     assert served[0] in [i["id"] for i in next_items(db, mail, n=40)]
     open_tasks = next_tasks(db, mail, n=5)
     assert [t["id"] for t in open_tasks] == [2]
+    # Review claims: those in settings moved (the one on a gone task dropped) and still hold.
+    assert db.execute("SELECT count(*) FROM settings WHERE key LIKE 'review-claim:%'"
+                      ).fetchone()[0] == 0
+    if claims:
+        assert live_claims(db, mail) == {2: {"rev": LATER}}
+        assert claim_tasks(db, mail, "bob") == []  # rev's claim keeps bob off task 2
+        with pytest.raises(GroundworkError, match="being reviewed by rev"):
+            answer_task(db, mail, 2, "spam", user="bob")
+    else:
+        assert live_claims(db, mail) == {}
+        assert [t["id"] for t in claim_tasks(db, mail, "rev")] == [2]
     answer_task(db, mail, 2, "spam", user="rev")
+    assert db["review_claims"].count == 0  # the answer freed rev's claim
     assert 20 in set(current_labels(db, mail, curated_only=True)["item_id"])
 
     # The multi-label project wanting two answers per item (from v4 on) still consolidates.
@@ -245,3 +276,34 @@ def test_the_leases_migration_adds_its_table_and_indexes_in_one_step(tmp_path):
     assert db.execute("SELECT max(version) FROM schema_version").fetchone()[0] == SCHEMA_VERSION
     db.conn.close()
 
+
+
+def test_the_review_claims_migration_moves_claims_out_of_settings(tmp_path):
+    """Claims kept as `settings` rows before their table land in `review_claims`, keyed by
+    task and reviewer with a foreign key to the task; malformed keys and claims on tasks
+    that are gone are dropped, other settings stay."""
+    data_dir = tmp_path / "store"
+    before = MIGRATIONS.index(_migration_review_claims)
+    written = _build(data_dir, before)
+    db = connect(data_dir, migrate_to=before)
+    db["settings"].insert_all([{"key": "review-claim:1:2:ann:with:colons", "value": LATER},
+                               {"key": "review-claim:x:2:bad", "value": LATER},
+                               {"key": "review-claim:2:2:wrong-project", "value": LATER}])
+    db.conn.close()
+    db = connect(data_dir, migrate_to=before + 1)
+    rows = db.execute("SELECT task_id, user, project_id, expires_at FROM review_claims "
+                      "ORDER BY task_id, user").fetchall()
+    assert rows == [(1, "old", 1, T0), (2, "ann:with:colons", 1, LATER), (2, "rev", 1, LATER)]
+    assert sorted(r[0] for r in db.execute("SELECT key FROM settings")) == sorted(
+        r["key"] for r in written["settings"] if not r["key"].startswith(CLAIM))
+    assert {"review_claims_project", "review_claims_user"} <= {
+        r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                 "AND tbl_name = 'review_claims'")}
+    parents = {(r[2], r[3], r[4], r[6]) for r in db.execute(
+        "PRAGMA foreign_key_list(review_claims)")}
+    assert parents == {("review_tasks", "task_id", "id", "CASCADE"),
+                       ("projects", "project_id", "id", "CASCADE")}
+    assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+    db.execute("DELETE FROM review_tasks WHERE id = 1")  # a task's claims go with it
+    assert [r[0] for r in db.execute("SELECT DISTINCT task_id FROM review_claims")] == [2]
+    db.conn.close()

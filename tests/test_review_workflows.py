@@ -357,8 +357,8 @@ def test_a_claim_ends_after_its_time_and_the_task_is_open_again(db, scored):
     time.sleep(0.1)
     assert task_counts(db, scored)["open"] == 1 and live_claims(db, scored) == {}
     assert claim_tasks(db, scored, "bob")[0]["id"] == task["id"]
-    assert db.execute("SELECT count(*) FROM settings WHERE key LIKE 'review-claim:%'"
-                      ).fetchone()[0] == 1  # ann's ended claim was dropped
+    assert db.execute("SELECT user FROM review_claims").fetchall() == [
+        ("bob",)]  # ann's ended claim was dropped
 
 
 def test_a_task_wanting_two_reviewers_is_held_by_two_people_at_most(db, scored):

@@ -18,7 +18,7 @@ def test_new_store_is_wal_with_foreign_keys_and_current_schema(data_dir):
     assert db.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
     assert schema_version(db) == SCHEMA_VERSION
     for table in ("projects", "items", "annotations", "model_versions", "predictions",
-                  "review_tasks", "jobs", "settings"):
+                  "review_tasks", "review_claims", "jobs", "settings"):
         assert table in db.table_names()
 
 

@@ -60,10 +60,12 @@ def tasks(data) -> dict[int, tuple]:
             for item, status, labels, answers in rows}
 
 
-def claims(data) -> list[str]:
+def claimed_items(data) -> list[int]:
+    """The items of the tasks someone holds a claim on now."""
     with sqlite3.connect(data / "groundwork.db") as conn:
-        return [k for (k,) in conn.execute(
-            "SELECT key FROM settings WHERE key LIKE 'review-claim:%'").fetchall()]
+        return [i for (i,) in conn.execute(
+            "SELECT t.item_id FROM review_claims c JOIN review_tasks t ON t.id = c.task_id "
+            "WHERE c.expires_at > strftime('%Y-%m-%dT%H:%M:%fZ', 'now')").fetchall()]
 
 
 def on_screen(page, predicted: str, confidence: str) -> None:
@@ -97,7 +99,7 @@ def test_skip_correct_undo_accept_with_the_keyboard_each_advancing(page, tmp_pat
         on_screen(page, "b", "0.45")
         expect(page.get_by_text("Top 3: b 0.45 · c 0.25 · d 0.20")).to_be_visible()
         assert tasks(data)[1] == ("open", None, 0)
-        assert not any(k.split(":")[2] == "1" for k in claims(data))
+        assert 1 not in claimed_items(data)
 
         press_key(page, "3")  # correct item 2 to c
         on_screen(page, "d", "0.50")
