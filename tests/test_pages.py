@@ -42,8 +42,9 @@ def page(path: str, project: str | None = "mail", user: str = "ann") -> AppTest:
 
 
 def button(at: AppTest, key: str):
-    """The button keyed `key`, or `key-<item id>` (the Label page keys its answer buttons by
-    the item shown, so a stale key press cannot answer another item)."""
+    """The button keyed `key`, or `key-<id>` (the Label page keys its answer buttons by the
+    item shown, the Review page by the task shown, so a stale key press cannot answer
+    another one)."""
     exact = [b for b in at.button if b.key == key]
     if exact:
         return exact[0]

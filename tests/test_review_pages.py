@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,12 @@ def page(path: str, project: str) -> AppTest:
 
 
 def button(at: AppTest, key: str):
-    return next(b for b in at.button if b.key == key)
+    """The button keyed `key`, or `key-<task id>`: the Review page keys its answer and skip
+    buttons by the task shown, so a late key press cannot answer the next task."""
+    exact = [b for b in at.button if b.key == key]
+    if exact:
+        return exact[0]
+    return next(b for b in at.button if re.fullmatch(rf"{re.escape(key)}-\d+", b.key or ""))
 
 
 @pytest.fixture
@@ -190,6 +196,37 @@ def test_two_reviewers_on_the_review_page_are_shown_different_tasks(mail):
     assert "confidence **0.80**" in shown(ann)  # the one nobody holds
     cy = reviewer("cy")
     assert "confidence **0.50**" in shown(cy)  # ann's skipped task, free for others
+
+
+def test_review_answer_buttons_are_keyed_by_the_task_shown_and_carry_their_shortcuts(mail):
+    """Every button that answers or skips the task on screen is keyed by its id, so the keys
+    change with the task (a press of the last task's key cannot answer this one); Undo,
+    which acts on the history, keeps one key. Each has its keyboard shortcut."""
+    db, project = mail
+    save_workflow(db, project, "low", {"confidence_below": 0.85})
+    run_workflow(db, project, "low")
+    at = page("review/pages/review_tasks.py", "mail")
+
+    def shown() -> int:  # the task on screen, as the page keeps it
+        return at.session_state[f"review-{project.id}"]["task"]
+
+    def keys() -> dict[str, str]:
+        return {b.key: b.proto.shortcut.lower() for b in at.button
+                if b.key.startswith(("accept", "fix-", "review-"))}
+
+    first = shown()
+    assert db.execute("SELECT task_id FROM review_claims WHERE user = 'ann'").fetchall() == [
+        (first,)]  # the one ann holds
+    assert keys() == {f"accept-{first}": "enter", f"fix-0-{first}": "1",
+                      f"fix-1-{first}": "2", f"review-skip-{first}": "s",
+                      "review-undo": "u"}
+    button(at, "fix-1").click().run()
+    second = shown()
+    assert second != first
+    assert set(keys()) == {f"accept-{second}", f"fix-0-{second}", f"fix-1-{second}",
+                           f"review-skip-{second}", "review-undo"}
+    button(at, "review-undo").click().run()  # the undone task is back, under its own keys
+    assert shown() == first and f"accept-{first}" in keys()
 
 
 @pytest.fixture

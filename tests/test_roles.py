@@ -123,16 +123,23 @@ def class_button(at: AppTest, index: int):
     return next(b for b in at.button if re.fullmatch(rf"cls-{index}-\d+", b.key or ""))
 
 
+def accept_button(at: AppTest):
+    """The Review page's Accept button: keyed by the task shown, `accept-{task}`."""
+    return next(b for b in at.button if re.fullmatch(r"accept-\d+", b.key or ""))
+
+
 def _trigger(at: AppTest, path: str) -> AppTest:
     """Do the page's main action, the way the page offers it."""
     if Path(path).name == "label.py":
         return class_button(at, 0).click().run()
+    if Path(path).name == "review_tasks.py":
+        return accept_button(at).click().run()
     if path.endswith("projects.py"):
         at.text_input[0].input("new-project")
         at.file_uploader[0].set_value(("notes.csv", b"text\nhello\n", "text/csv"))
         return next(b for b in at.button if b.label == "Import").click().run()
     key = {"autolabel.py": "autolabel-revert", "savings.py": "refit-now",
-           "review_tasks.py": "accept", "workflows.py": "check-labels",
+           "workflows.py": "check-labels",
            "train.py": "train"}.get(Path(path).name)
     if key is None:  # users, audit: the page itself is the action
         return at
@@ -192,7 +199,7 @@ def test_answers_per_item_is_shown_as_a_setting_only_to_who_may_change_it(store)
 def test_a_reviewer_answers_review_tasks(store):
     db, project, tokens = store
     at = run("review/pages/review_tasks.py", tokens["reviewer"])
-    at.button(key="accept").click().run()
+    accept_button(at).click().run()
     assert not at.exception
     assert [r["user"] for r in db.query("SELECT user FROM review_answers")] == ["rev"]
     export = next(b for b in at.get("download_button"))

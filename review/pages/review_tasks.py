@@ -4,9 +4,11 @@ Enter accepts the model's prediction (or, for a suspected label error, the
 suggested label), 1..9 picks another class, K keeps a given label, S skips,
 U undoes. In a multi-label project, as on the Label page, 1..9 toggle tags
 and Enter submits the toggled set (with none toggled it accepts the
-predicted set). The task on screen is claimed for the reviewer (`claim_tasks`), so
-two reviewers are never shown the same task; a skip frees it for others, and
-skipped tasks come back once nothing else is left. Below: the model's
+predicted set). Answer and skip buttons are keyed by the task on screen, so
+a key pressed twice never answers the next task unseen. The task on screen
+is claimed for the reviewer (`claim_tasks`), so two reviewers are never
+shown the same task; a skip frees it for others, and skipped tasks come
+back once nothing else is left. Below: the model's
 accuracy on reviewed items with Wilson intervals, the human-loop export, and
 retraining from the corrected labels.
 """
@@ -250,26 +252,33 @@ def review_loop() -> None:
     if state.get("selected_for") != task["id"]:  # a new task on screen: nothing toggled yet
         state["selected"], state["selected_for"] = [], task["id"]
     selected = [c for c in project.classes if c in state["selected"]]
+    # Answer and skip buttons are keyed by the task shown, as the Label page keys its answer
+    # buttons by item: a key pressed twice reaches the server the second time after it moved
+    # on, and Streamlit runs a press's callback with the arguments of the button of that key
+    # in the latest run, so under a fixed key the late press would answer the next task,
+    # unseen. Under this task's key it finds no button and is dropped. Undo stays one key: it
+    # takes back the latest answer, whichever task is on screen.
+    task_id = task["id"]
     with st.container(horizontal=True, key="review-actions"):
         accept = "Accept suggestion" if label_check else "Accept"
         if project.multi_label:
             st.button(
                 f"Submit {', '.join(selected)}" if selected else
                 f"{accept} {', '.join(predicted) or '(no tags)'}",
-                key="accept", shortcut="Enter", type="primary", on_click=_submit,
-                args=(project, task["id"], predicted), disabled=not (selected or predicted),
+                key=f"accept-{task_id}", shortcut="Enter", type="primary", on_click=_submit,
+                args=(project, task_id, predicted), disabled=not (selected or predicted),
             )
         else:
             st.button(
-                f"{accept} {', '.join(predicted)}", key="accept", shortcut="Enter",
-                type="primary", on_click=_answer, args=(project, task["id"], predicted),
+                f"{accept} {', '.join(predicted)}", key=f"accept-{task_id}", shortcut="Enter",
+                type="primary", on_click=_answer, args=(project, task_id, predicted),
                 disabled=not predicted,
             )
         if label_check:
-            st.button(f"Keep {', '.join(task['given'])}", key="keep-given", shortcut="K",
-                      on_click=_answer, args=(project, task["id"], task["given"]))
-        st.button("Skip", key="review-skip", shortcut="S", on_click=_skip,
-                  args=(project, task["id"]))
+            st.button(f"Keep {', '.join(task['given'])}", key=f"keep-given-{task_id}",
+                      shortcut="K", on_click=_answer, args=(project, task_id, task["given"]))
+        st.button("Skip", key=f"review-skip-{task_id}", shortcut="S", on_click=_skip,
+                  args=(project, task_id))
         st.button("Undo", key="review-undo", shortcut="U", on_click=_undo, args=(project,),
                   disabled=not state["history"])
     if project.multi_label:
@@ -280,12 +289,12 @@ def review_loop() -> None:
     with st.container(horizontal=True, key="review-classes"):
         for i, label in enumerate(project.classes):
             if project.multi_label:
-                st.button(label, key=f"fix-{i}", shortcut=shortcut_for(i),
+                st.button(label, key=f"fix-{i}-{task_id}", shortcut=shortcut_for(i),
                           type="primary" if label in selected else "secondary",
-                          on_click=_toggle, args=(project, task["id"], label))
+                          on_click=_toggle, args=(project, task_id, label))
             else:
-                st.button(label, key=f"fix-{i}", shortcut=shortcut_for(i), on_click=_answer,
-                          args=(project, task["id"], [label]))
+                st.button(label, key=f"fix-{i}-{task_id}", shortcut=shortcut_for(i),
+                          on_click=_answer, args=(project, task_id, [label]))
     if message := st.session_state.get("review-message"):
         st.caption(message)
 
