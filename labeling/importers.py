@@ -749,9 +749,11 @@ def _read_augmented_manifest(source: Path, modality: str, attribute: str | None,
     tables the row as a JSON object) and its label in the label attribute
     (a class index, or a list of them for multi-label) with
     `<attribute>-metadata` holding `class-name` (single-label) or `class-map`
-    (multi-label). Labels marked `human-annotated: no` are machine labels: their
-    items are imported without a label. Any line that is malformed stops the
-    whole import with the line number.
+    (multi-label). An empty list is a multi-label answer that no tag applies,
+    imported as the empty set, as it was given. Labels marked `human-annotated:
+    no` are machine labels (an empty set too): their items are imported without
+    a label. Any line that is malformed stops the whole import with the line
+    number.
     """
     objects = _manifest_objects(source, encoding)
     name = source.name
@@ -795,17 +797,17 @@ def _read_augmented_manifest(source: Path, modality: str, attribute: str | None,
                 f"every line needs both; fix or remove that line (nothing was imported)"
             )
         value, meta = obj[attribute], obj[meta_key]
-        labels = _manifest_labels(where, attribute, value, meta, index_names)
-        if labels is not None:
-            is_multi = isinstance(value, list)
-            if multi is None:
-                multi, multi_line = is_multi, number
-            elif multi != is_multi:
-                raise GroundworkError(
-                    f"{where} has a {'multi' if is_multi else 'single'}-label answer but line "
-                    f"{multi_line} has a {'multi' if multi else 'single'}-label one: a manifest "
-                    "holds one kind (nothing was imported)"
-                )
+        labels: list[str] | None = _manifest_labels(where, attribute, value, meta,
+                                                    index_names)
+        is_multi = isinstance(value, list)
+        if multi is None:
+            multi, multi_line = is_multi, number
+        elif multi != is_multi:
+            raise GroundworkError(
+                f"{where} has a {'multi' if is_multi else 'single'}-label answer but line "
+                f"{multi_line} has a {'multi' if multi else 'single'}-label one: a manifest "
+                "holds one kind (nothing was imported)"
+            )
         key = obj.get("key")
         ref = obj[ref_key]
         if not isinstance(ref, str) or not ref.strip():
@@ -814,7 +816,8 @@ def _read_augmented_manifest(source: Path, modality: str, attribute: str | None,
         if key is None:
             key = ref if modality == "image" else str(row_number)
         key = str(key)
-        if str(meta.get("human-annotated", "yes")).strip().lower() == "no" and labels:
+        if str(meta.get("human-annotated", "yes")).strip().lower() == "no" \
+                and labels is not None:
             machine.append(key)
             labels = None
         others = {k: v for k, v in obj.items() if k not in (ref_key, "key", attribute, meta_key)}
@@ -853,7 +856,7 @@ def _read_augmented_manifest(source: Path, modality: str, attribute: str | None,
 
 
 def _manifest_labels(where: str, attribute: str, value: object, meta: dict,
-                     index_names: dict[int, str]) -> list[str] | None:
+                     index_names: dict[int, str]) -> list[str]:
     """The class names of one manifest answer; records which index each name had."""
     meta_key = f"{attribute}-metadata"
 
@@ -889,7 +892,9 @@ def _manifest_labels(where: str, attribute: str, value: object, meta: dict,
                     "the class-map or remove it from the answer (nothing was imported)"
                 )
             names.append(remember(index, class_map[str(index)]))
-        return list(dict.fromkeys(names)) or None
+        # `[]` is an answer (no tag applies; the Label page's 0), not a missing label: the
+        # caller drops it only when it is a machine label.
+        return list(dict.fromkeys(names))
     if not is_index(value):
         raise GroundworkError(
             f"{where}: {attribute!r} holds {value!r}; a label attribute holds a class index "
@@ -1186,7 +1191,9 @@ def _write(db: sqlite_utils.Database, report: ImportReport, name: str, modality:
         rows.append(row)
     report.imported = add_items(db, project, rows)
     report.gold = sum(1 for r in fresh if r.gold)
-    labeled = [r for r in fresh if r.labels]
+    # An empty set is a label (a multi-label "no tags" answer read from a manifest); no
+    # reader gives one for a blank cell, which is None.
+    labeled = [r for r in fresh if r.labels is not None]
     if labeled:
         ids = item_ids_by_key(db, project, [r.key for r in labeled])
         now = utcnow()

@@ -235,6 +235,49 @@ def test_round_trip_multi_label_text_from_jsonl(db, spam_csv, tmp_path):
         other.conn.close()
 
 
+def test_round_trip_keeps_a_human_no_tags_answer_and_drops_machine_labels(db, tmp_path):
+    """A multi-label "no tag applies" answer (`[]`, the Label page's 0) is exported as an
+    empty class list marked human-annotated and comes back as that answer, not as an
+    unlabeled item; machine labels, empty or not, still come back unlabeled."""
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(json.dumps({"text": f"note {i}"}) + "\n" for i in range(5)))
+    import_source(db, "tags", path, "text", task="multi-label", classes=["x", "y", "z"])
+    project = get_project(db, "tags")
+    items = list(iter_items(db, project))
+    record_annotation(db, project, items[0].id, "x,z", user="ann")
+    record_annotation(db, project, items[1].id, "[]", user="ann")  # none of the tags
+    record_annotation(db, project, items[2].id, "y", user="model", source="auto",
+                      confidence=0.9)
+    record_annotation(db, project, items[3].id, [], user="model", source="auto",
+                      confidence=0.8)  # the model's empty set: a machine label too
+    # items[4] stays unlabeled (and is not in the manifest)
+    out = tmp_path / "tags.manifest"
+    assert export_project(db, project, "manifest", out) == 4
+    lines = {line["key"]: line for line in map(json.loads, out.read_text().splitlines())}
+    empty = lines[items[1].key]
+    assert empty["tags"] == [] and empty["tags-metadata"]["human-annotated"] == "yes"
+    assert empty["tags-metadata"]["class-map"] == {}
+
+    other = connect(tmp_path / "other-store")
+    try:
+        report = import_source(other, "tags", out, "text")
+        again = get_project(other, "tags")
+        assert again.task == "multi-label"
+        assert (report.imported, report.labeled, report.machine_labels_not_imported) == (4, 2, 2)
+        assert labels_by_key(other, again) == {items[0].key: ["x", "z"], items[1].key: []}
+        assert labels_by_key(other, again) == labels_by_key(db, project)  # the curated ones
+        counts = {i.key: i.n_labels for i in iter_items(other, again)}
+        assert counts == {items[0].key: 1, items[1].key: 1, items[2].key: 0, items[3].key: 0}
+        # Exported again, the empty answer is the same line's answer as before.
+        twice = tmp_path / "again.manifest"
+        assert export_project(other, again, "manifest", twice) == 2
+        back = {line["key"]: line for line in map(json.loads, twice.read_text().splitlines())}
+        assert back[items[1].key]["tags"] == []
+        assert back[items[1].key]["tags-metadata"]["human-annotated"] == "yes"
+    finally:
+        other.conn.close()
+
+
 def test_round_trip_image_project(db, data_dir, digits_folder, tmp_path):
     import_source(db, "digits", digits_folder, "image")
     project = get_project(db, "digits")
