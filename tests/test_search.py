@@ -1,4 +1,5 @@
-"""The search's own behaviour: the tuned decision rule, the kernel SVM, defaults, folds.
+"""The search's own behaviour: the tuned decision rule, SVM and k-NN probabilities,
+defaults, folds.
 
 Real data: scikit-learn's breast cancer table made imbalanced (every benign
 row, one malignant row in ten: about 6% positive, like ISLR's Caravan), and
@@ -8,6 +9,7 @@ the digits.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -162,6 +164,79 @@ def test_linear_svm_probabilities_do_not_saturate():
     assert np.array_equal(ours.predict(X), plain.predict(X))  # the same decisions
     assert (plain.predict_proba(X).max(axis=1) == 1.0).mean() > 0.5  # scikit-learn's: saturated
     assert (ours.predict_proba(X).max(axis=1) == 1.0).mean() < 0.05
+
+
+@pytest.fixture(scope="module")
+def digits_300():
+    """The digits as the image pipeline hands them to k-NN (raw, cosine), 300 labels."""
+    digits = load_digits()
+    return train_test_split(digits.data, digits.target, train_size=300,
+                            stratify=digits.target, random_state=0)
+
+
+@pytest.mark.parametrize("k", [1, 2, 7])
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_knn_probabilities_do_not_saturate_and_keep_scikit_learns_decisions(
+        digits_300, k, weights):
+    """The search's k-NN gave >= 90% of the digits pool confidence exactly 1.0 (every 1-NN
+    prediction, and whenever the neighbours agree), so 'confidence below' reviewed none."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from automl.search import KNeighbors
+
+    X_tr, X_te, y_tr, y_te = digits_300
+    params = {"model": "knn", "knn_k": k, "knn_weights": weights}
+    ours = build_estimator(params, 0, len(y_tr)).fit(X_tr, y_tr)
+    plain = KNeighborsClassifier(n_neighbors=k, weights=weights, metric="cosine").fit(X_tr, y_tr)
+    assert isinstance(ours, KNeighbors)
+    proba, theirs = ours.predict_proba(X_te), plain.predict_proba(X_te)
+    assert np.allclose(proba.sum(axis=1), 1.0) and (proba > 0).all()
+    assert np.array_equal(ours.predict(X_te), plain.predict(X_te))  # the same decisions
+    assert np.array_equal(ours.classes_[proba.argmax(axis=1)], plain.predict(X_te))
+    assert (theirs.max(axis=1) >= 0.9999).mean() > 0.5  # scikit-learn's: mostly saturated
+    assert (proba.max(axis=1) >= 0.9999).mean() < 0.02
+    # ... and the least sure 10% now hold a good share of the errors (1-NN: 7% before).
+    assert _errors_in_least_sure(proba, ours.predict(X_te), y_te) >= 0.45
+
+
+def test_knn_unanimous_neighbours_far_away_are_less_sure_than_close_ones(digits_300):
+    """Where all neighbours agree (scikit-learn: 1.0 for all), closeness decides, and the
+    farthest tenth of them is where those predictions are wrong (5% against 0.8% measured)."""
+    X_tr, X_te, y_tr, y_te = digits_300
+    knn = build_estimator({"model": "knn", "knn_k": 3, "knn_weights": "distance"}, 0,
+                          len(y_tr)).fit(X_tr, y_tr)
+    dist, idx = knn.kneighbors(X_te)
+    unanimous = (y_tr[idx] == y_tr[idx][:, :1]).all(axis=1)
+    assert unanimous.mean() > 0.8
+    confidence = knn.predict_proba(X_te).max(axis=1)[unanimous]
+    closeness = (1.0 / np.maximum(dist[unanimous], knn.scale_ / 100)).sum(axis=1)
+    assert (np.diff(confidence[np.argsort(closeness)]) >= -1e-12).all()  # the closer, surer
+    assert confidence.max() < 1.0 and confidence.max() - confidence.min() > 0.03
+    wrong = (knn.predict(X_te) != y_te)[unanimous][np.argsort(confidence)]
+    tenth = len(wrong) // 10
+    assert wrong[:tenth].mean() > 3 * wrong[tenth:].mean()
+
+
+def test_knn_is_a_scikit_learn_estimator_that_loads_in_a_fresh_process(digits_300, tmp_path):
+    """Saved models are unpickled by other processes (the app, workers, batch prediction)."""
+    import pickle
+    import subprocess
+    import sys
+
+    from sklearn.base import clone
+
+    X_tr, X_te, y_tr, _ = digits_300
+    knn = build_estimator({"model": "knn", "knn_k": 5, "knn_weights": "uniform"}, 0,
+                          len(y_tr)).fit(X_tr, y_tr)
+    assert clone(knn).get_params() == knn.get_params()
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(knn))
+    np.save(tmp_path / "rows.npy", X_te[:50])
+    script = ("import pickle, sys, numpy as np; d = sys.argv[1]; "
+              "m = pickle.load(open(d + '/model.pkl', 'rb')); "
+              "np.save(d + '/out.npy', m.predict_proba(np.load(d + '/rows.npy')))")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=120,
+                   cwd=str(tmp_path.parent), env={"PYTHONPATH": str(Path(__file__).parents[1])})
+    assert np.allclose(np.load(tmp_path / "out.npy"), knn.predict_proba(X_te[:50]))
 
 
 def test_folds_five_for_small_sets_three_for_large():
