@@ -1,6 +1,7 @@
 """Error capture: how many of the model's real errors reach review at a 10% review budget.
 
     .venv/bin/python benchmarks/review_error_capture.py [--seeds 3] [--labels 300,1000]
+        [--datasets digits,...] [--families knn,...] [--out FILE]
 
 For each data set of `label_efficiency.py` and each label count in `--labels`:
 import with hidden gold, label a random `--labels` items (at most half the
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -68,7 +70,14 @@ def _margin(candidate) -> float:
     return p[0] - (p[1] if len(p) > 1 else 0.0)
 
 
-def one(name: str, made, work: Path, seed: int, labels: int, budget: float) -> dict:
+def _load() -> list[float]:
+    """1, 5 and 15 minute load averages: the machine is shared, and a 10 s budget buys
+    fewer trials on a busy one, which can change the model the search picks."""
+    return [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else []
+
+
+def one(name: str, made, work: Path, seed: int, labels: int, budget: float,
+        families: list[str] | None = None) -> dict:
     source, modality, options = made
     db = connect(work / f"store-{name}-{seed}-{labels}")
     import_source(db, name, source, modality, **options)
@@ -81,7 +90,7 @@ def one(name: str, made, work: Path, seed: int, labels: int, budget: float) -> d
         for item_id in chosen:
             record_annotation(db, project, int(item_id), gold[int(item_id)], user="annotator")
     started = time.monotonic()
-    trained = train_project(db, project, budget=budget, seed=seed)
+    trained = train_project(db, project, budget=budget, seed=seed, model_families=families)
     train_seconds = time.monotonic() - started
     pool = candidates(db, project, "pool")
     errors = {c.item_id for c in pool if c.predicted != gold[c.item_id]}
@@ -102,6 +111,7 @@ def one(name: str, made, work: Path, seed: int, labels: int, budget: float) -> d
     db.conn.close()
     return {
         "seed": seed, "labels": int(len(chosen)), "pool": len(pool),
+        "load_average_after": _load(),
         "model": trained["estimator"], "holdout": trained["holdout"],
         "train_seconds": round(train_seconds, 1),
         "pool_accuracy": round(1 - len(errors) / len(pool), 4), "errors": len(errors),
@@ -144,15 +154,20 @@ def main() -> int:
                         help="comma-separated label counts (each capped at half the set)")
     parser.add_argument("--budget", type=float, default=10.0)
     parser.add_argument("--datasets", default="digits,fashion,spam,breast-cancer")
+    parser.add_argument("--families", default=None,
+                        help="comma-separated model families the search may use (all by "
+                             "default), to measure one family's confidences, e.g. knn")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"
                                              / "review_error_capture.json"))
     args = parser.parse_args()
     counts = [int(v) for v in str(args.labels).split(",") if v.strip()]
+    families = [f for f in str(args.families).split(",") if f.strip()] if args.families else None
     sources = {"digits": digits_source, "fashion": fashion_source, "spam": spam_source,
                "breast-cancer": cancer_source}
     started = time.monotonic()
     results: dict = {"share": SHARE, "labels": counts, "budget": args.budget,
-                     "seeds": args.seeds, "by_labels": {}}
+                     "seeds": args.seeds, "families": families,
+                     "load_average_start": _load(), "by_labels": {}}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         made = {name: sources[name](work) for name in args.datasets.split(",")}
@@ -162,7 +177,7 @@ def main() -> int:
                 if source is None:
                     block[name] = {"skipped": "data not available offline here"}
                     continue
-                runs = [one(name, source, work, seed, labels, args.budget)
+                runs = [one(name, source, work, seed, labels, args.budget, families)
                         for seed in range(args.seeds)]
                 for r in runs:
                     print(f"{name} {r['labels']} labels seed {r['seed']} ({r['model']}): pool "
@@ -175,6 +190,7 @@ def main() -> int:
                       f"{block[name]['ratio']:.2f}x", flush=True)
             results["by_labels"][str(labels)] = block
     results["seconds"] = round(time.monotonic() - started, 1)
+    results["load_average_end"] = _load()
     results["command"] = " ".join(["benchmarks/review_error_capture.py", *sys.argv[1:]])
     write_results(results, args.out)
     return 0
