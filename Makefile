@@ -31,14 +31,15 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 test: $(STAMP) chromium postgres lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup --durations=30
 
 benchmarks: $(STAMP)
 	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/label_efficiency.py --sets digits --seeds 10 --batch 10 --budget 400 --strategies margin,batch,uncertainty,entropy,random --out benchmarks/results/label_efficiency_digits.json
 	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/label_efficiency.py --sets fashion --seeds 10 --batch 10 --budget 800 --strategies margin,batch,random --out benchmarks/results/label_efficiency_fashion.json
 	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/label_efficiency.py --sets spam --seeds 10 --batch 10 --budget 300 --strategies margin,batch,uncertainty,entropy,random --out benchmarks/results/label_efficiency_spam.json
 	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/label_efficiency.py --sets breast-cancer --seeds 20 --batch 5 --budget 150 --strategies margin,batch,uncertainty,entropy,random --out benchmarks/results/label_efficiency_breast-cancer.json
-	$(PYTHON) benchmarks/autolabel_accuracy.py
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/label_efficiency.py --sets spam-corpus --seeds 10 --batch 10 --budget 800 --strategies margin,batch,random --out benchmarks/results/label_efficiency_spam-corpus.json
+	OMP_NUM_THREADS=1 $(PYTHON) benchmarks/autolabel_accuracy.py --labels 1000 --labels-for breast-cancer=450,fashion=2000 --fashion-items 10000
 
 clean:
 	rm -rf $(VENV) build *.egg-info
