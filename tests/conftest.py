@@ -22,6 +22,19 @@ TESTS = Path(__file__).parent
 
 
 _MAIN = sys.modules["__main__"]
+BROWSER_TESTS = TESTS / "browser"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests share one xdist worker (`make test` runs `-n 2 --dist loadgroup`).
+
+    Two Streamlit servers and two Chromiums at once on a 2-core machine make the
+    keyboard tests' waits flaky; one browser test at a time beside the unit tests
+    halves the suite's wall time without that.
+    """
+    for item in items:
+        if BROWSER_TESTS in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.xdist_group("browser"))
 
 
 @pytest.fixture(autouse=True)
